@@ -1,0 +1,16 @@
+# The README's two commands. Both do all set-up first (idempotent, see scripts/setup.sh).
+.PHONY: setup setup-test demo test
+
+setup:
+	bash scripts/setup.sh
+
+setup-test:
+	bash scripts/setup.sh --test
+
+# The main job on the embedded default: demo corpus -> codec -> tokenizer -> shards -> train -> captions + report.
+demo: setup
+	.venv/bin/mmtok demo --out runs/demo $(ARGS)
+
+# The test suite (what CI runs via .ci/run).
+test: setup-test
+	.venv/bin/python -m pytest tests $(ARGS)

@@ -1,0 +1,1 @@
+from mmtok.cli import main; import sys; sys.exit(main())

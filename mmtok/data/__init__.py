@@ -1,0 +1,1 @@
+"""Data: demo corpus, manifests, WebDataset shards, streaming, interleaving and packing."""

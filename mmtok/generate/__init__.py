@@ -1,0 +1,1 @@
+"""Generation: sampling, KV-cache decoding, captioning and music generation."""

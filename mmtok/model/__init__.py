@@ -1,0 +1,1 @@
+"""Model: config, decoder-only Transformer, attention backends."""

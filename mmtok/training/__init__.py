@@ -1,0 +1,1 @@
+"""Training components: optimizer, schedule, checkpoint, parallelism, metrics, loop."""
