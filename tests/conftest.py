@@ -13,4 +13,5 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 pytest_plugins = [
     "tests.fixtures.audio",
+    "tests.fixtures.model",
 ]

@@ -9,6 +9,24 @@ import torch
 from mmtok.tokenizer.layout import IGNORE_INDEX
 
 
+def segment_starts(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: True where a run of equal doc ids begins (every row's first token too).
+
+    A "segment" is one such run; attention never crosses a segment boundary (padding, doc id -1,
+    is a segment of its own). The model's attention masks and `seqlens_of` both derive from this.
+    """
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    return starts
+
+
+def seqlens_of(doc_ids: torch.Tensor) -> list[int]:
+    """Segment lengths of the flattened (B*T) batch, row by row; they sum to B*T."""
+    flat_starts = segment_starts(doc_ids).flatten().nonzero().flatten()  # (n_segments,)
+    bounds = torch.cat([flat_starts, flat_starts.new_tensor([doc_ids.numel()])])
+    return bounds.diff().tolist()
+
+
 @dataclass
 class PackedBatch:
     tokens: torch.Tensor  # (B, T) int64 input ids
@@ -31,17 +49,7 @@ class PackedBatch:
         Padding runs count as their own segments, so the sum is always B*T; this is what
         xformers' BlockDiagonalCausalMask.from_seqlens and flash-attn's cu_seqlens want.
         """
-        out: list[int] = []
-        for row in self.doc_ids.tolist():
-            run = 1
-            for prev, cur in zip(row, row[1:]):
-                if cur == prev:
-                    run += 1
-                else:
-                    out.append(run)
-                    run = 1
-            out.append(run)
-        return out
+        return seqlens_of(self.doc_ids)
 
     def cu_seqlens(self) -> torch.Tensor:  # (n_segments + 1,) int32
         lens = torch.tensor([0] + self.seqlens(), dtype=torch.int32)

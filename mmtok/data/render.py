@@ -63,7 +63,10 @@ def render_midi(midi_path: str | Path, soundfont: str, sample_rate: int, gain: f
     with tempfile.TemporaryDirectory() as tmp:
         wav = os.path.join(tmp, "out.wav")
         proc = subprocess.run(
-            [exe, "-ni", "-g", str(gain), "-F", wav, "-r", str(sample_rate), soundfont, str(midi_path)],
+            # Dynamic sample loading reads only the samples the MIDI file plays: same audio
+            # (checked bit-exact), but FluidR3 loads in 0.12 s instead of 0.32 s per call.
+            [exe, "-ni", "-o", "synth.dynamic-sample-loading=1", "-g", str(gain), "-F", wav,
+             "-r", str(sample_rate), soundfont, str(midi_path)],
             capture_output=True,
             text=True,
         )

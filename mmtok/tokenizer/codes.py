@@ -34,3 +34,22 @@ class AudioCodes:
     @property
     def duration(self) -> float:
         return self.n_samples / self.sample_rate
+
+
+def segment_frame_counts(n_samples: int, frames_per_segment: int, hop: int, overlap: float = 0.01) -> list[int]:
+    """Frames of each segment a segmented codec (encodec_48khz: 1 s segments overlapping by
+    `overlap`, encodec's default) makes from `n_samples` samples; the last ones may be short."""
+    seg = frames_per_segment * hop
+    stride = max(1, int((1 - overlap) * seg))  # encodec's EncodecModel.segment_stride
+    return [-(-min(seg, n_samples - o) // hop) for o in range(0, n_samples, stride)]
+
+
+def samples_for_segments(counts: list[int], frames_per_segment: int, hop: int, overlap: float = 0.01) -> int:
+    """The longest `n_samples` whose `segment_frame_counts` are `counts` (ids carry frames, not
+    samples); raises ValueError if no length gives them."""
+    stride = max(1, int((1 - overlap) * frames_per_segment * hop))
+    # A short segment i (fewer than frames_per_segment frames) ends the audio within its last frame.
+    n = min((i * stride + c * hop for i, c in enumerate(counts) if c < frames_per_segment), default=0)
+    if segment_frame_counts(n, frames_per_segment, hop, overlap) != list(counts):
+        raise ValueError(f"segment frame counts {list(counts)} match no audio length")
+    return n

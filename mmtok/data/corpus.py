@@ -1,0 +1,314 @@
+"""The demo corpus: real compositions from the music21 corpus, rendered into captioned clips.
+
+    plan (main process, cheap, deterministic from the seed)
+      pick pieces per collection -> split them train/valid/test BY PIECE -> per clip: GM program,
+      soundfont, tempo (BPM), transposition, where in the piece to start
+    render (worker processes, one task per piece so a score is parsed once)
+      excerpt enough measures for `clip_seconds` at the chosen tempo -> replace every tempo mark
+      with one MetronomeMark (a real tempo change) -> transpose -> key/mode by `analyze('key')`
+      -> GM program on every part -> fluidsynth -> crop to `clip_seconds` -> FLAC + facts JSON
+    write
+      train/valid/test.jsonl manifests (facts + a caption from `captions.describe`), captions.txt
+
+Resumable: a clip whose FLAC and facts JSON both exist is not rendered again (each is written
+aside and renamed). Pieces that cannot be used (no measures, no time signature, silence) are
+recorded in `skipped.jsonl`, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmtok.data.captions import GM_INSTRUMENTS, TEMPO_BINS, TEMPO_CLASSES, TEMPO_RANGE
+from mmtok.data.captions import describe, family_of, normalize_key, tempo_class
+from mmtok.data.manifest import write_jsonl
+from mmtok.data.render import available_soundfonts, render_score
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str  # shown in captions when no composer is known ("Essen folk song collection")
+    kind: str  # chorale / folk / renaissance / classical: picks the caption's word for the music
+    dirs: tuple[str, ...]  # music21 corpus sub-directories it is read from
+    composer: str | None  # composer of every piece, if one; else from the score's metadata
+    weight: float  # share of the corpus's pieces
+
+
+COLLECTIONS = (
+    Collection("Bach chorales", "chorale", ("bach",), "J. S. Bach", 0.25),
+    Collection("Essen folk song collection", "folk", ("essenFolksong",), None, 0.15),
+    Collection("O'Neill's Music of Ireland", "folk", ("oneills1850",), None, 0.10),
+    Collection("Ryan's Mammoth Collection", "folk", ("ryansMammoth",), None, 0.10),
+    Collection("Palestrina masses", "renaissance", ("palestrina",), "Palestrina", 0.12),
+    Collection("Monteverdi madrigals", "renaissance", ("monteverdi",), "Monteverdi", 0.08),
+    Collection("classical works", "classical", ("mozart", "haydn", "beethoven", "schumann_robert",
+               "schumann_clara", "chopin", "handel", "corelli", "cpebach", "schubert"), None, 0.20),
+)  # fmt: skip
+_COMPOSERS = {"mozart": "Mozart", "haydn": "Haydn", "beethoven": "Beethoven", "handel": "Handel",
+              "schumann_robert": "Robert Schumann", "schumann_clara": "Clara Schumann",
+              "chopin": "Chopin", "corelli": "Corelli", "cpebach": "C. P. E. Bach",
+              "schubert": "Schubert"}  # fmt: skip
+MAX_SCORE_BYTES = 400_000  # larger files (whole quartets) take seconds to parse; skipped
+SCORE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".krn", ".abc")
+
+
+@dataclass(frozen=True)
+class CorpusSize:
+    n_pieces: int  # distinct pieces (the unit of the train/valid/test split)
+    clips_per_piece: int  # clips rendered from each piece (different instrument/tempo/key/excerpt)
+
+
+SIZES = {
+    "smoke": CorpusSize(24, 3),  # 72 clips, ~1-2 min on 2 cores
+    "default": CorpusSize(360, 4),  # 1,440 clips, ~12 min on 2 cores (the CPU demo's corpus)
+    "large": CorpusSize(6000, 6),  # 36,000 clips, hours
+}
+SPLITS = {"train": 0.8, "valid": 0.1, "test": 0.1}  # fractions of pieces
+TRANSPOSE_RANGE = (-5, 6)  # semitones, inclusive
+MIN_RMS = 1e-3  # an excerpt quieter than this (rests only) is replaced by another excerpt
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    clip_id: str  # file stem, unique, stable across runs with the same seed
+    split: str
+    piece: str  # corpus path relative to the corpus root, "#<n>" for a tune in an abc collection
+    collection: str
+    kind: str
+    composer: str | None
+    program: int  # GM program (see captions.GM_INSTRUMENTS)
+    soundfont: str  # name in available_soundfonts()
+    tempo_bpm: int  # quarter notes per minute
+    transpose: int  # semitones
+    start: float  # where the excerpt starts, as a fraction of the valid start measures
+
+
+# ---- plan ---------------------------------------------------------------------------------------
+def corpus_root() -> Path:
+    from music21 import corpus
+
+    return Path(corpus.__file__).parent
+
+
+def catalog(coll: Collection) -> list[str]:
+    """Every piece of a collection, sorted (abc files hold many tunes: one entry per X: number)."""
+    root, pieces = corpus_root(), []
+    for d in coll.dirs:
+        for path in sorted((root / d).rglob("*")):
+            if path.suffix not in SCORE_SUFFIXES or path.stat().st_size > MAX_SCORE_BYTES:
+                continue
+            rel = path.relative_to(root).as_posix()
+            if path.suffix == ".abc":
+                numbers = re.findall(r"^X:\s*(\d+)", path.read_text(errors="replace"), re.M)
+                pieces += [f"{rel}#{n}" for n in dict.fromkeys(numbers)]
+            else:
+                pieces.append(rel)
+    return pieces
+
+
+def plan_corpus(size: CorpusSize, seed: int, soundfonts: list[str]) -> list[ClipSpec]:
+    """Deterministic clip plan: which pieces, which split, and what each clip varies."""
+    rng = np.random.default_rng(seed)
+    total_w = sum(c.weight for c in COLLECTIONS)
+    chosen: list[tuple[str, Collection]] = []
+    for coll in COLLECTIONS:
+        pieces = catalog(coll)
+        n = min(len(pieces), max(1, round(size.n_pieces * coll.weight / total_w)))
+        chosen += [(pieces[i], coll) for i in sorted(rng.choice(len(pieces), n, replace=False))]
+    order = rng.permutation(len(chosen))  # split BY PIECE: a piece's clips share one split
+    n_valid = max(1, round(len(chosen) * SPLITS["valid"]))
+    n_test = max(1, round(len(chosen) * SPLITS["test"]))
+    split_of = {int(i): "valid" for i in order[:n_valid]}
+    split_of |= {int(i): "test" for i in order[n_valid : n_valid + n_test]}
+    programs = sorted(GM_INSTRUMENTS)
+    bounds = (TEMPO_RANGE[0], *TEMPO_BINS, TEMPO_RANGE[1])
+    specs = []
+    for i, (piece, coll) in enumerate(chosen):
+        stem = re.sub(r"[^A-Za-z0-9]+", "_", piece).strip("_")
+        for v in range(size.clips_per_piece):
+            c = int(rng.integers(len(TEMPO_CLASSES)))  # tempo class uniform, then BPM in its bin
+            specs.append(ClipSpec(
+                clip_id=f"{stem}_{v}", split=split_of.get(i, "train"), piece=piece,
+                collection=coll.name, kind=coll.kind, composer=coll.composer,
+                program=int(programs[rng.integers(len(programs))]),
+                soundfont=soundfonts[int(rng.integers(len(soundfonts)))],
+                tempo_bpm=int(rng.integers(bounds[c], bounds[c + 1])),
+                transpose=int(rng.integers(TRANSPOSE_RANGE[0], TRANSPOSE_RANGE[1] + 1)),
+                start=float(rng.random()),
+            ))  # fmt: skip
+    return specs
+
+
+# ---- render -------------------------------------------------------------------------------------
+def parse_piece(piece: str):
+    from music21 import corpus, stream
+
+    path, _, number = piece.partition("#")
+    score = corpus.parse(str(corpus_root() / path), number=int(number) if number else None)
+    if isinstance(score, stream.Opus):
+        score = score.scores[0]
+    return score
+
+
+def excerpt(score, start: float, quarters: float):
+    """Whole measures from a start chosen by `start` in [0, 1) covering `quarters` quarter notes."""
+    measures = list(score.parts[0].getElementsByClass("Measure"))
+    if not measures:
+        raise ValueError("score has no measures")
+    offsets = [float(m.offset) for m in measures]
+    end = float(score.highestTime)
+    starts = [i for i, o in enumerate(offsets) if o + quarters <= end] or [0]
+    i0 = starts[int(start * len(starts))]
+    i1 = next((j for j in range(i0, len(measures))
+               if offsets[j] + float(measures[j].quarterLength) >= offsets[i0] + quarters),
+              len(measures) - 1)  # fmt: skip
+    return score.measures(i0, i1, indicesNotNumbers=True)
+
+
+def set_tempo(seg, bpm: int) -> None:
+    """Replace every tempo indication with one MetronomeMark (quarter = bpm) at the start."""
+    from music21 import tempo
+
+    for mark in list(seg.recurse().getElementsByClass(tempo.TempoIndication)):
+        mark.activeSite.remove(mark)
+    for part in seg.parts:
+        first = part.getElementsByClass("Measure").first() or part
+        first.insert(0, tempo.MetronomeMark(number=bpm))
+
+
+def clip_facts(spec: ClipSpec, score, clip_seconds: float, sample_rate: int, font_path: str):
+    """Render one clip; returns (mono float32 audio, facts dict)."""
+    from music21 import meter
+
+    quarters = clip_seconds * spec.tempo_bpm / 60.0
+    for attempt in range(4):  # a later start if the excerpt is silent (a long rest)
+        seg = excerpt(score, (spec.start + 0.37 * attempt) % 1.0, quarters)
+        sigs = list(seg.recurse().getElementsByClass(meter.TimeSignature)) or list(
+            score.recurse().getElementsByClass(meter.TimeSignature)
+        )
+        if not sigs:
+            raise ValueError("no time signature")
+        set_tempo(seg, spec.tempo_bpm)
+        if spec.transpose:
+            seg.transpose(spec.transpose, inPlace=True)
+        key = seg.analyze("key")
+        audio = render_score(seg, spec.program, font_path, sample_rate)[: int(clip_seconds * sample_rate)]
+        if audio.size and float(np.sqrt(np.mean(audio**2))) >= MIN_RMS:
+            break
+    else:
+        raise ValueError("every excerpt tried was silent")
+    peak = float(np.abs(audio).max())
+    if peak > 0.99:  # PCM16 would clip: scale down (loudness is not a fact we caption)
+        audio = audio * (0.99 / peak)
+    composer = spec.composer or _COMPOSERS.get(spec.piece.split("/")[0])
+    facts = dict(
+        id=spec.clip_id, split=spec.split, piece=spec.piece,
+        instrument=GM_INSTRUMENTS[spec.program][0], family=family_of(spec.program),
+        program=spec.program, tempo_bpm=spec.tempo_bpm, tempo_class=tempo_class(spec.tempo_bpm),
+        key=normalize_key(key.tonic.name), mode=key.mode, meter=sigs[0].ratioString,
+        composer=composer, collection=None if composer else spec.collection, kind=spec.kind,
+        soundfont=spec.soundfont, transpose=spec.transpose,
+        duration=round(audio.size / sample_rate, 4), sample_rate=sample_rate,
+    )  # fmt: skip
+    return audio.astype(np.float32), facts
+
+
+def _render_piece(job) -> list[dict]:
+    """Worker: render the clips of one piece that are not on disk yet. Never raises."""
+    import soundfile as sf
+
+    specs, audio_dir, clip_seconds, sample_rate, fonts = job
+    out, score = [], None
+    for spec in specs:
+        wav_path, facts_path = audio_dir / f"{spec.clip_id}.flac", audio_dir / f"{spec.clip_id}.json"
+        if wav_path.exists() and facts_path.exists():  # resume: rendered by an earlier run
+            out.append({**json.loads(facts_path.read_text()), "audio": str(wav_path.resolve())})
+            continue
+        try:
+            score = score if score is not None else parse_piece(spec.piece)
+            audio, facts = clip_facts(spec, score, clip_seconds, sample_rate, fonts[spec.soundfont])
+        except Exception as e:  # one bad piece must not end a long build: record it
+            out.append({"id": spec.clip_id, "piece": spec.piece, "skipped": f"{type(e).__name__}: {e}"})
+            continue
+        tmp = wav_path.with_suffix(".tmp.flac")
+        sf.write(tmp, audio, sample_rate, subtype="PCM_16")
+        os.replace(tmp, wav_path)
+        facts["audio"] = str(wav_path.resolve())
+        facts_path.with_suffix(".tmp").write_text(json.dumps(facts))
+        os.replace(facts_path.with_suffix(".tmp"), facts_path)
+        out.append(facts)
+    return out
+
+
+def build_demo_corpus(
+    out: str | Path,
+    size: str | CorpusSize = "smoke",
+    seed: int = 0,
+    workers: int | None = None,
+    clip_seconds: float = 5.0,
+    sample_rate: int = 24000,
+    progress: bool = True,
+) -> dict:
+    """Build (or finish building) the demo corpus in `out`; returns a summary dict.
+
+    Writes `train.jsonl`, `valid.jsonl`, `test.jsonl` (one line per clip: audio, text and the
+    facts), `captions.txt` (train captions + template instructions, for SentencePiece),
+    `skipped.jsonl` (pieces that could not be used, with the reason) and `audio/*.flac`.
+    """
+    from tqdm import tqdm
+
+    from mmtok.data.templates import instruction_texts
+
+    size = SIZES[size] if isinstance(size, str) else size
+    fonts = available_soundfonts()
+    if not fonts:
+        raise RuntimeError("no General MIDI soundfont installed: run `bash scripts/setup.sh`")
+    out = Path(out)
+    audio_dir = out / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    specs = plan_corpus(size, seed, sorted(fonts))
+    by_piece: dict[str, list[ClipSpec]] = {}
+    for s in specs:
+        by_piece.setdefault(s.piece, []).append(s)
+    jobs = [(group, audio_dir, clip_seconds, sample_rate, fonts) for group in by_piece.values()]
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    results: list[dict] = []
+    with tqdm(total=len(specs), desc="demo corpus", unit="clip", disable=not progress) as bar:
+        if workers <= 1:
+            mapped = map(_render_piece, jobs)
+        else:
+            import multiprocessing as mp
+
+            pool = mp.get_context("spawn").Pool(workers)
+            mapped = pool.imap_unordered(_render_piece, jobs)
+        for clips in mapped:
+            results += clips
+            bar.update(len(clips))
+        if workers > 1:
+            pool.close()
+            pool.join()
+    results.sort(key=lambda r: r["id"])
+    skipped = [r for r in results if "skipped" in r]
+    rows = [r for r in results if "skipped" not in r]
+    for r in rows:  # caption wording is drawn per clip, so it is stable however the build ran
+        r["text"] = describe(r, np.random.default_rng([seed, zlib.crc32(r["id"].encode())]))
+    counts = {}
+    for split in SPLITS:
+        lines = [{"audio": r["audio"], "text": r["text"], **r} for r in rows if r["split"] == split]
+        write_jsonl(out / f"{split}.jsonl", lines)
+        counts[split] = len(lines)
+    write_jsonl(out / "skipped.jsonl", skipped)
+    captions = [r["text"] for r in rows if r["split"] == "train"] + instruction_texts()
+    (out / "captions.txt.tmp").write_text("\n".join(captions) + "\n")
+    os.replace(out / "captions.txt.tmp", out / "captions.txt")
+    summary = dict(out=str(out), seed=seed, clips=counts, skipped=len(skipped),
+                   pieces=len(by_piece), soundfonts=sorted(fonts), clip_seconds=clip_seconds,
+                   audio_seconds=round(sum(r["duration"] for r in rows), 1))  # fmt: skip
+    return summary

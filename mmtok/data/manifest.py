@@ -1,0 +1,50 @@
+"""JSONL manifests: the user-facing description of a data set, one item per line.
+
+Each line is a JSON object with `audio` (a path; relative paths are relative to the manifest's
+directory) and `text` (the caption); every other field is carried into the shard's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class ManifestError(ValueError):
+    """A manifest line is not usable (bad JSON, missing `audio`/`text`)."""
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    """Items of a manifest, `audio` made absolute; raises ManifestError naming file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"manifest {path} does not exist")
+    items = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"{path}:{lineno}: not valid JSON ({e})") from None
+            if not isinstance(item, dict):
+                raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(item).__name__}")
+            for key in ("audio", "text"):
+                if not isinstance(item.get(key), str) or not item[key].strip():
+                    raise ManifestError(f"{path}:{lineno}: missing or empty string field {key!r}")
+            audio = Path(item["audio"]).expanduser()
+            item["audio"] = str(audio if audio.is_absolute() else (path.parent / audio).resolve())
+            items.append(item)
+    return items
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    """Write rows as JSONL, aside then renamed, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,166 @@
+"""Interleaving (early fusion): one sample (audio codes + caption) -> one token document.
+
+Four templates, AnyGPT-style, each opened by a task token so the model knows what to write:
+
+    caption   <bos> <task_caption>  [instruction] <soa> audio <eoa> caption <eos>   target: caption <eos>
+    generate  <bos> <task_generate> [instruction] caption <soa> audio <eoa> <eos>   target: audio <eoa> <eos>
+    text      <bos> <task_text> caption <eos>                                       target: caption <eos>
+    audio     <bos> <task_audio> <soa> audio <eoa> <eos>                            target: audio <eoa> <eos>
+
+The same builders make the inference prompts (`caption_prompt_ids`, `generate_prompt_ids`), so
+training and generation cannot drift apart. Audio longer than the token budget is cropped on
+frame boundaries (all codebooks of a frame together) at a random start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmtok.tokenizer.codes import AudioCodes
+from mmtok.tokenizer.layout import TASK_AUDIO, TASK_CAPTION, TASK_GENERATE, TASK_TEXT
+
+TEMPLATES = ("caption", "generate", "text", "audio")
+
+# Instruction wording varies (AnyGPT's instruction lists), so the model keys on the task token and
+# the audio, not on one sentence. An instruction is optional: `instruction=None` leaves it out.
+CAPTION_INSTRUCTIONS = (
+    "Describe this music.",
+    "Write a caption for this audio clip.",
+    "What do you hear in this recording?",
+    "Describe the instrument, tempo, key and meter of this music.",
+    "Give a short description of this piece.",
+    "Caption the following music.",
+    "Listen to the clip and describe it.",
+    "Summarise this music in one sentence.",
+)
+GENERATE_INSTRUCTIONS = (
+    "Generate music that matches this description:",
+    "Play the following:",
+    "Create an audio clip of",
+    "Compose music from this caption:",
+    "Render this description as audio:",
+    "Make a recording of",
+    "Produce music like this:",
+    "Synthesize the music described here:",
+)
+
+
+def instruction_texts() -> list[str]:
+    """Every instruction sentence (the SentencePiece training text includes them)."""
+    return [*CAPTION_INSTRUCTIONS, *GENERATE_INSTRUCTIONS]
+
+
+@dataclass
+class TemplateConfig:
+    p_caption: float = 0.5  # audio -> text (captioning)
+    p_generate: float = 0.2  # text -> audio
+    p_text: float = 0.1  # text only (the caption as a language-model document)
+    p_audio: float = 0.2  # audio only (audio continuation)
+    p_instruction: float = 0.5  # chance an instruction sentence follows the task token
+    loss_on_target_only: bool = True  # loss on the target segment only (else on every next token)
+
+    def probabilities(self) -> np.ndarray:
+        p = np.array([self.p_caption, self.p_generate, self.p_text, self.p_audio], dtype=np.float64)
+        if (p < 0).any() or p.sum() <= 0:
+            raise ValueError(f"template probabilities must be >= 0 with a positive sum, got {p}")
+        return p / p.sum()
+
+
+@dataclass
+class Document:
+    ids: np.ndarray  # (L,) int64 token ids, <bos> first
+    loss: np.ndarray  # (L,) bool: ids[i] is a target that carries loss (ids[0] never is)
+    template: str  # which of TEMPLATES made it
+
+
+# ---- prompts (shared by training and inference) -----------------------------------------------
+def _task(tok, name: str) -> list[int]:
+    return [tok.layout.bos_id, tok.layout.id_of(name)]
+
+
+def _instruction(tok, instruction: str | None) -> list[int]:
+    return tok.encode_text(instruction) if instruction else []
+
+
+def caption_prompt_ids(tok, audio_ids, instruction: str | None = None) -> list[int]:
+    """`<bos> <task_caption> [instruction] <soa> audio <eoa>`; the model then writes caption <eos>.
+
+    `audio_ids` is what `tok.codes_to_ids(codes)` returns (it includes <soa> and <eoa>)."""
+    audio_ids = [int(i) for i in audio_ids]
+    if not audio_ids or audio_ids[0] != tok.layout.soa_id or audio_ids[-1] != tok.layout.eoa_id:
+        raise ValueError("audio_ids must be `<soa> ... <eoa>` as tok.codes_to_ids returns")
+    return _task(tok, TASK_CAPTION) + _instruction(tok, instruction) + audio_ids
+
+
+def generate_prompt_ids(tok, caption: str, instruction: str | None = None) -> list[int]:
+    """`<bos> <task_generate> [instruction] caption <soa>`; the model then writes audio <eoa>."""
+    return _task(tok, TASK_GENERATE) + _instruction(tok, instruction) + tok.encode_text(caption) + [
+        tok.layout.soa_id
+    ]
+
+
+# ---- cropping -----------------------------------------------------------------------------------
+def audio_token_cost(tok) -> tuple[int, int]:
+    """(fixed, per_frame): codes_to_ids of T frames has fixed + per_frame*T ids (no-scale codecs)."""
+    cost = getattr(tok, "_mmtok_audio_cost", None)
+    if cost is None:
+        k = tok.config.n_codebooks
+        n1, n2 = (len(tok.codes_to_ids(_zeros(tok, k, t))) for t in (1, 2))
+        cost = (n1 - (n2 - n1), n2 - n1)
+        tok._mmtok_audio_cost = cost
+    return cost
+
+
+def _zeros(tok, k: int, t: int) -> AudioCodes:
+    return AudioCodes(np.zeros((k, t), np.int64), t * tok.config.hop, tok.sample_rate, tok.config.codec)
+
+
+def crop_codes(codes: AudioCodes, start: int, n_frames: int, hop: int) -> AudioCodes:
+    """Frames [start, start + n_frames) of every codebook (a crop never splits a frame)."""
+    if codes.scales is not None:
+        raise ValueError(f"cropping {codes.codec} codes (per-segment scales) is not supported")
+    end = min(codes.n_frames, start + n_frames)
+    n_samples = min(codes.n_samples - start * hop, (end - start) * hop)
+    return AudioCodes(codes.codes[:, start:end], n_samples, codes.sample_rate, codes.codec)
+
+
+def fit_audio(tok, codes: AudioCodes, budget: int, rng: np.random.Generator) -> list[int]:
+    """`<soa> audio <eoa>` ids of at most `budget` tokens: a random crop if the clip is longer."""
+    fixed, per_frame = audio_token_cost(tok)
+    max_frames = max(1, (budget - fixed) // per_frame)
+    if codes.n_frames > max_frames:
+        start = int(rng.integers(codes.n_frames - max_frames + 1))
+        codes = crop_codes(codes, start, max_frames, tok.config.hop)
+    return tok.codes_to_ids(codes)
+
+
+# ---- documents ----------------------------------------------------------------------------------
+def make_document(tok, codes: AudioCodes, caption: str, rng: np.random.Generator,
+                  cfg: TemplateConfig, max_tokens: int) -> Document:
+    """One document from one sample, template drawn from `cfg`; at most `max_tokens` ids unless
+    the caption alone is longer (the packer then splits it, see packing.py)."""
+    template = TEMPLATES[int(rng.choice(len(TEMPLATES), p=cfg.probabilities()))]
+    eos = [tok.layout.eos_id]
+    use_instruction = rng.random() < cfg.p_instruction
+    if template == "caption":
+        instr = CAPTION_INSTRUCTIONS[int(rng.integers(len(CAPTION_INSTRUCTIONS)))] if use_instruction else None
+        text = tok.encode_text(caption) + eos
+        head = _task(tok, TASK_CAPTION) + _instruction(tok, instr)
+        audio = fit_audio(tok, codes, max_tokens - len(head) - len(text), rng)
+        prompt, target = caption_prompt_ids(tok, audio, instr), text
+    elif template == "generate":
+        instr = GENERATE_INSTRUCTIONS[int(rng.integers(len(GENERATE_INSTRUCTIONS)))] if use_instruction else None
+        prompt = generate_prompt_ids(tok, caption, instr)
+        audio = fit_audio(tok, codes, max_tokens - len(prompt) + 1 - len(eos), rng)  # <soa> is in both
+        target = audio[1:] + eos
+    elif template == "text":
+        prompt, target = _task(tok, TASK_TEXT), tok.encode_text(caption) + eos
+    else:
+        prompt = _task(tok, TASK_AUDIO)
+        target = fit_audio(tok, codes, max_tokens - len(prompt) - len(eos), rng) + eos
+    ids = np.asarray(prompt + target, dtype=np.int64)
+    loss = np.zeros(len(ids), dtype=bool)
+    loss[len(prompt) if cfg.loss_on_target_only else 1 :] = True
+    return Document(ids, loss, template)

@@ -1,0 +1,109 @@
+"""Batched autoregressive generation with a KV cache.
+
+    generate(model, prompts, GenerationConfig(...), constraint=None) -> new ids per prompt
+
+Prompts of different lengths are left-padded to a common length so every row's next token sits in
+the same column. Padding carries doc id -1 (never attended to by real tokens, see kv_cache.py)
+and real tokens get per-row positions 0..len-1, so a row's ids and logits equal those of the same
+prompt generated alone. Each step: one forward of the new column through the cache, then the
+logit pipeline (repetition penalty, constraint mask, temperature/top-k/top-p or argmax).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mmtok.generate.sampling import GenerationConfig, apply_repetition_penalty, next_token
+from mmtok.model.kv_cache import KVCache
+
+__all__ = ["GenerationConfig", "generate", "left_pad"]
+
+
+def left_pad(prompts: list[list[int]], pad_id: int, device=None):
+    """Prompts -> tokens (B, P), doc_ids (B, P) (0 real, -1 pad), positions (B, P)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("generate needs at least one prompt and every prompt needs at least one token")
+    width = max(len(p) for p in prompts)
+    tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    doc_ids = torch.full((len(prompts), width), -1, dtype=torch.int32)
+    for i, p in enumerate(prompts):
+        tokens[i, width - len(p):] = torch.as_tensor(p, dtype=torch.long)
+        doc_ids[i, width - len(p):] = 0
+    n_pad = (doc_ids < 0).sum(dim=1, keepdim=True)  # (B, 1)
+    positions = (torch.arange(width)[None, :] - n_pad).clamp(min=0)
+    return tokens.to(device), doc_ids.to(device), positions.to(device)
+
+
+@torch.inference_mode()
+def generate(model, prompts: list[list[int]], config: GenerationConfig | None = None,
+             constraint=None, pad_id: int = 0) -> list[list[int]]:
+    """New ids for each prompt: up to max_new_tokens, ending with a stop id if one was emitted.
+
+    constraint: an object with `allowed(step, generated) -> bool (V,) | (B, V)` and `stop_ids`
+        (see mmtok/generate/constraints.py); its stop ids join config.stop_ids.
+    pad_id: id written under the padding (never attended to; any valid id works).
+    """
+    cfg = (config or GenerationConfig()).validate()
+    mcfg = model.config
+    device = next(model.parameters()).device
+    tokens, doc_ids, positions = left_pad(prompts, pad_id, device)
+    b, width = tokens.shape
+    longest = width + cfg.max_new_tokens
+    if longest > mcfg.max_seq_len:
+        raise ValueError(f"longest prompt ({width}) + max_new_tokens ({cfg.max_new_tokens}) = {longest} "
+                         f"exceeds the model's max_seq_len {mcfg.max_seq_len}")
+    if int(tokens.max()) >= mcfg.vocab_size or int(tokens.min()) < 0:
+        raise ValueError(f"prompt ids must be in [0, {mcfg.vocab_size}), got {int(tokens.min())}..{int(tokens.max())}")
+    stop_ids = set(cfg.stop_ids) | set(getattr(constraint, "stop_ids", ()))
+    stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
+    generator = None
+    if cfg.seed is not None and not cfg.greedy:
+        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    was_training = model.training
+    model.eval()
+    seen = torch.zeros(b, mcfg.vocab_size, dtype=torch.bool, device=device)  # for the penalty
+    seen.scatter_(1, tokens, doc_ids >= 0)
+    out = torch.empty(b, cfg.max_new_tokens, dtype=torch.long, device=device)  # (B, N)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    lengths = torch.full((b,), cfg.max_new_tokens, dtype=torch.long, device=device)
+    cache = KVCache.for_model(mcfg, b, longest, dtype=next(model.parameters()).dtype, device=device) \
+        if cfg.use_cache else None
+
+    step_tokens, step_pos, step_doc = tokens, positions, doc_ids
+    for step in range(cfg.max_new_tokens):
+        logits = model(step_tokens, step_pos, step_doc, kv_cache=cache)[:, -1]  # (B, V)
+        logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
+        if constraint is not None:
+            allowed = constraint.allowed(step, out[:, :step]).to(device)
+            allowed = _pad_mask(allowed, logits.shape[-1])
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        nxt = next_token(logits, cfg, generator)  # (B,)
+        out[:, step] = nxt
+        seen[torch.arange(b, device=device), nxt] = True
+        hit = torch.isin(nxt, stop) & ~done
+        lengths[hit] = step + 1
+        done |= hit
+        if bool(done.all()):
+            break
+        next_pos = step_pos[:, -1:] + 1  # (B, 1)
+        next_doc = torch.zeros(b, 1, dtype=torch.int32, device=device)
+        if cache is not None:  # feed only the new column
+            step_tokens, step_pos, step_doc = nxt[:, None], next_pos, next_doc
+        else:  # recompute everything: the reference the cache must match
+            step_tokens = torch.cat([step_tokens, nxt[:, None]], dim=1)
+            step_pos = torch.cat([step_pos, next_pos], dim=1)
+            step_doc = torch.cat([step_doc, next_doc], dim=1)
+    model.train(was_training)
+    n = step + 1 if cfg.max_new_tokens else 0
+    return [row[: min(int(length), n)] for row, length in zip(out.tolist(), lengths)]
+
+
+def _pad_mask(allowed: torch.Tensor, vocab: int) -> torch.Tensor:
+    """A layout-sized mask widened to the model's vocabulary (extra rows of the embedding are never allowed)."""
+    if allowed.shape[-1] == vocab:
+        return allowed
+    if allowed.shape[-1] > vocab:
+        raise ValueError(f"constraint covers {allowed.shape[-1]} ids but the model has only {vocab}")
+    pad = allowed.new_zeros(*allowed.shape[:-1], vocab - allowed.shape[-1])
+    return torch.cat([allowed, pad], dim=-1)

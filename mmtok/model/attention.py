@@ -1,0 +1,134 @@
+"""Attention backends, all respecting document boundaries inside packed rows.
+
+A packed row holds several documents; a token may attend only to earlier tokens of its own
+segment (a run of equal doc ids, see `mmtok.data.batch.segment_starts`). `AttentionMask` says
+this once per forward pass, in every form a backend wants, and each backend reads its form:
+
+    xformers  memory_efficient_attention over the flattened (1, B*T) batch with a
+              BlockDiagonalCausalMask built from the segment lengths (no dense mask); CUDA only
+    sdpa      torch scaled_dot_product_attention: is_causal when each row is one segment,
+              else a dense (B, 1, T, T) block-diagonal causal boolean mask
+    math      the plain softmax(QK^T / sqrt(d)) V reference, dense mask
+    auto      xformers where its kernels run (CUDA tensors), sdpa otherwise
+
+Decoding with a KV cache always uses the dense (sdpa) form: queries and keys differ in length and
+the cache's rows hold left padding (see mmtok/model/kv_cache.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mmtok.data.batch import segment_starts, seqlens_of
+
+
+@dataclass
+class AttentionMask:
+    """Which keys each query may see. Exactly one of the three forms describes it."""
+
+    causal: bool = False  # plain lower-triangular: every row is one segment, no cache
+    dense: torch.Tensor | None = None  # (B, 1, Tq, Tk) bool, True = may attend
+    seqlens: list[int] | None = None  # segment lengths of the flattened batch (xformers form)
+
+    @classmethod
+    def from_doc_ids(cls, doc_ids: torch.Tensor | None, backend: str) -> "AttentionMask":
+        """Mask for a full (uncached) forward over (B, T) tokens with these doc ids."""
+        if doc_ids is None:
+            return cls(causal=True)
+        starts = segment_starts(doc_ids)  # (B, T)
+        if not starts[:, 1:].any():
+            return cls(causal=True)
+        if backend == "xformers":
+            return cls(seqlens=seqlens_of(doc_ids))
+        return cls(dense=block_causal_mask(starts))
+
+    def as_dense(self, t: int, device) -> torch.Tensor:
+        """(B or 1, 1, Tq, Tk) bool form, whatever this mask was built as (for `math`)."""
+        if self.dense is not None:
+            return self.dense
+        if self.causal:
+            return torch.ones(t, t, dtype=torch.bool, device=device).tril()[None, None]
+        raise ValueError("a seqlens-only mask has no dense form here; build it with backend='sdpa'")
+
+
+def block_causal_mask(starts: torch.Tensor) -> torch.Tensor:
+    """(B, T) segment starts -> (B, 1, T, T) bool: causal and inside the same segment."""
+    t = starts.shape[1]
+    segment = starts.cumsum(dim=1)  # (B, T) segment index inside the row
+    same = segment[:, :, None] == segment[:, None, :]  # (B, T, T)
+    causal = torch.ones(t, t, dtype=torch.bool, device=starts.device).tril()
+    return (same & causal)[:, None]
+
+
+@functools.cache
+def xformers_available() -> bool:
+    """True when xformers imports and has CUDA to run its kernels on."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import xformers.ops  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    if backend == "auto":
+        return "xformers" if device.type == "cuda" and xformers_available() else "sdpa"
+    if backend == "xformers" and device.type != "cuda":
+        raise ValueError(
+            "attention='xformers' needs CUDA tensors (its kernels have no CPU version); "
+            "use 'auto' or 'sdpa' on CPU"
+        )
+    return backend
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int, dim: int) -> torch.Tensor:
+    """Repeat each key/value head n_rep times along `dim` (GQA -> one kv head per query head)."""
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=dim)
+
+
+def attend(q, k, v, mask: AttentionMask, backend: str) -> torch.Tensor:
+    """q (B, Hq, Tq, D), k/v (B, Hkv, Tk, D) -> (B, Tq, Hq, D).
+
+    `backend` is already resolved (not "auto"). The output comes back token-major so the caller
+    can merge heads with a view.
+    """
+    n_rep = q.shape[1] // k.shape[1]
+    if backend == "xformers" and mask.dense is None:
+        return _xformers(q, k, v, mask, n_rep)
+    if backend == "math":
+        k, v = repeat_kv(k, n_rep, 1), repeat_kv(v, n_rep, 1)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+        scores = scores.masked_fill(~mask.as_dense(q.shape[2], q.device), float("-inf"))
+        out = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype) @ v  # (B, H, Tq, D)
+        return out.transpose(1, 2)
+    # sdpa (and the cached path of xformers): GQA handled inside the kernel, no kv copy.
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask.dense, is_causal=mask.causal, enable_gqa=n_rep > 1
+    )
+    return out.transpose(1, 2)
+
+
+def xformers_bias(mask: AttentionMask, batch: int, seqlen: int):
+    """The xformers attn_bias for this mask over the flattened (1, B*T) batch."""
+    from xformers.ops import fmha
+
+    seqlens = mask.seqlens if mask.seqlens is not None else [seqlen] * batch
+    return fmha.attn_bias.BlockDiagonalCausalMask.from_seqlens(seqlens)
+
+
+def _xformers(q, k, v, mask: AttentionMask, n_rep: int) -> torch.Tensor:
+    from xformers.ops import memory_efficient_attention
+
+    b, h, t, d = q.shape
+    # (B, H, T, D) -> (1, B*T, H, D): documents of all rows become one block-diagonal sequence.
+    q, k, v = (x.transpose(1, 2).reshape(1, b * t, x.shape[1], d) for x in (q, k, v))
+    k, v = repeat_kv(k, n_rep, 2), repeat_kv(v, n_rep, 2)
+    out = memory_efficient_attention(q, k, v, attn_bias=xformers_bias(mask, b, t))
+    return out.view(b, t, h, d)

@@ -1,0 +1,321 @@
+"""`mmtok codec fit`: train a small EnCodec-architecture codec on local audio.
+
+The model is `encodec.EncodecModel` built from the package's own modules (SEANetEncoder /
+SEANetDecoder / ResidualVectorQuantizer, see `codec.build_encodec`), so encode/decode are
+encodec's. Training, as in the EnCodec paper:
+- codebooks are first k-means-initialised on encoder outputs of the training audio (residual
+  k-means, one codebook after another, cdist/argmin: seconds on CPU), so codes are
+  non-degenerate at ANY time budget, even `minutes=0`;
+- then `minutes` of Adam on 0.1 * L1(time) + L1(multi-scale log-mel) + commitment, with a random
+  bandwidth per step (so every codebook count works) and encodec's EMA codebook updates with
+  dead-code replacement (codes used less than `dead_code_threshold` get re-seeded from the batch);
+- `adversarial=True` adds encodec's MS-STFT discriminator (hinge + feature matching) and a
+  gradient balancer (EnCodec's: each loss's gradient on the output normalised, then weighted;
+  written here because the pinned encodec 0.1.1 wheel ships no balancer module).
+Checkpoints (`fit_state.pt`, atomic) are written every `checkpoint_seconds` and at the end; a
+rerun with the same `out` resumes from it. The output directory loads with `load_codec(out)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mmtok.tokenizer.audio_io import AudioSource, CodecInput
+from mmtok.tokenizer.codec import FITTED_CONFIG, FITTED_WEIGHTS, build_encodec, collapse_problems, sha256_file
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
+STATE = "fit_state.pt"
+
+# Architecture presets. hop = prod(ratios); frame rate = sample_rate / hop.
+# bits per frame per codebook = log2(bins); kbps per codebook = bits * frame_rate / 1000.
+PRESETS = {
+    # Tests: fits in seconds. 16 kHz, hop 640 -> 25 Hz, 4 codebooks x 256 (0.2 kbps each).
+    "tiny": dict(arch=dict(sample_rate=16000, channels=1, n_filters=4, dimension=32, ratios=[8, 5, 4, 4],
+                           lstm=0, causal=False, norm="weight_norm", n_q=4, bins=256,
+                           target_bandwidths=[0.4, 0.8]),
+                 batch_size=4, crop_seconds=1.0, lr=1e-3, max_audio_seconds=120),
+    # CPU demo: 16 kHz, hop 640 -> 25 Hz, 8 codebooks x 1024 (0.25 kbps each); the demo uses 2-4.
+    "small": dict(arch=dict(sample_rate=16000, channels=1, n_filters=16, dimension=64, ratios=[8, 5, 4, 4],
+                            lstm=1, causal=False, norm="weight_norm", n_q=8, bins=1024,
+                            target_bandwidths=[0.5, 1.0, 2.0]),
+                  batch_size=8, crop_seconds=1.0, lr=3e-4, max_audio_seconds=1800),
+}
+
+
+@dataclass
+class FitConfig:
+    preset: str = "tiny"  # architecture + optimisation preset (PRESETS)
+    minutes: float = 1.0  # wall-clock budget of the training loop (k-means init is extra, ~seconds)
+    adversarial: bool = False  # add the MS-STFT discriminator + loss balancer
+    seed: int = 0  # crops, k-means seeds, init
+    kmeans_iters: int = 15  # Lloyd iterations per codebook
+    kmeans_frames: int = 20000  # at most this many encoder frames for k-means
+    checkpoint_seconds: float = 60.0  # write fit_state.pt at least this often
+    name: str | None = None  # codec name (default: mmtok_<preset>)
+    progress: bool = True  # tqdm progress bar on stderr
+
+
+def find_audio(spec) -> list[Path]:
+    """A directory (searched recursively), one audio file, or a manifest (.txt: a path per line;
+    .jsonl: objects with "audio"/"path"; relative paths are relative to the manifest)."""
+    spec = Path(spec)
+    if spec.is_dir():
+        files = sorted(p for p in spec.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    elif spec.suffix.lower() in AUDIO_SUFFIXES:
+        files = [spec]
+    elif spec.is_file():
+        files = []
+        for n, line in enumerate(spec.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            if spec.suffix == ".jsonl":
+                row = json.loads(line)
+                line = row.get("audio") or row.get("path") or row.get("audio_path")
+                if not line:
+                    raise ValueError(f"{spec}:{n}: no 'audio' or 'path' field")
+            p = Path(line.strip())
+            files.append(p if p.is_absolute() else spec.parent / p)
+    else:
+        raise FileNotFoundError(f"{spec}: no such audio directory, file or manifest")
+    if not files:
+        raise ValueError(f"{spec}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found")
+    return files
+
+
+def load_training_audio(files, sample_rate: int, max_seconds: float) -> list[torch.Tensor]:
+    """Mono waveforms at `sample_rate`, at most `max_seconds` in total (each file's beginning)."""
+    out, left = [], int(max_seconds * sample_rate)
+    for f in files:
+        if left <= 0:
+            break
+        with AudioSource(f) as src:
+            inp = CodecInput(src, sample_rate, 1)
+            wav = inp.read(0, min(inp.n_samples, left))[0]  # (n,)
+        out.append(wav)
+        left -= wav.numel()
+    return out
+
+
+def random_crops(audio: list[torch.Tensor], n: int, length: int, gen: random.Random) -> torch.Tensor:
+    """(n, 1, length) crops, files picked by length; short files are zero-padded."""
+    weights = [w.numel() for w in audio]
+    batch = torch.zeros(n, 1, length)
+    for i, w in enumerate(gen.choices(audio, weights=weights, k=n)):
+        s = gen.randint(0, max(0, w.numel() - length))
+        crop = w[s : s + length]
+        batch[i, 0, : crop.numel()] = crop
+    return batch
+
+
+@torch.no_grad()
+def kmeans_init(model, audio: list[torch.Tensor], cfg: FitConfig) -> None:
+    """Residual k-means on encoder frames: codebook q clusters what codebooks < q left over."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.eval()
+    embs = [model.encoder(w[None, None]) for w in audio]  # each (1, D, T)
+    x = torch.cat([e[0].T for e in embs])  # (N, D)
+    if x.shape[0] > cfg.kmeans_frames:
+        x = x[torch.randperm(x.shape[0], generator=gen)[: cfg.kmeans_frames]]
+    for layer in model.quantizer.vq.layers:
+        cb = layer._codebook
+        k = cb.codebook_size
+        idx = torch.randint(0, x.shape[0], (k,), generator=gen) if x.shape[0] < k else \
+            torch.randperm(x.shape[0], generator=gen)[:k]
+        means = x[idx] + 1e-4 * x.std() * torch.randn(k, x.shape[1], generator=gen)  # break ties
+        for _ in range(cfg.kmeans_iters):
+            assign = torch.cdist(x, means).argmin(dim=1)  # (N,)
+            counts = torch.bincount(assign, minlength=k).float()
+            sums = torch.zeros_like(means).index_add_(0, assign, x)
+            means = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], means)
+        assign = torch.cdist(x, means).argmin(dim=1)
+        cb.embed.copy_(means)
+        cb.embed_avg.copy_(means)
+        cb.cluster_size.copy_(torch.bincount(assign, minlength=k).float())
+        cb.inited.fill_(1)
+        x = x - means[assign]  # residual for the next codebook
+
+
+class MelLoss(torch.nn.Module):
+    """L1 between log-mel spectrograms at several FFT sizes (EnCodec's l_f, simplified)."""
+
+    def __init__(self, sample_rate: int, n_ffts=(256, 512, 1024, 2048)):
+        super().__init__()
+        import torchaudio
+
+        self.mels = torch.nn.ModuleList(
+            torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n, hop_length=n // 4,
+                                                 n_mels=min(64, n // 8), power=1.0)
+            for n in n_ffts)
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = 0.0
+        for mel in self.mels:
+            loss = loss + F.l1_loss(torch.log(mel(y_hat) + 1e-5), torch.log(mel(y) + 1e-5))
+        return loss / len(self.mels)
+
+
+class Balancer:
+    """EnCodec's loss balancer: each loss's gradient w.r.t. the decoded audio is normalised by
+    an EMA of its norm and weighted, so a loss's weight means its share of the update."""
+
+    def __init__(self, weights: dict[str, float], total_norm: float = 1.0, decay: float = 0.999):
+        self.weights, self.total_norm, self.decay = weights, total_norm, decay
+        self.ema: dict[str, float] = {}
+
+    def backward(self, losses: dict[str, torch.Tensor], output: torch.Tensor) -> None:
+        grads = {}
+        for name, loss in losses.items():
+            (g,) = torch.autograd.grad(loss, [output], retain_graph=True)
+            norm = g.norm().item()
+            self.ema[name] = norm if name not in self.ema else self.decay * self.ema[name] + (1 - self.decay) * norm
+            grads[name] = g
+        total_w = sum(self.weights[n] for n in losses)
+        out = sum(self.total_norm * self.weights[n] / total_w * grads[n] / (self.ema[n] + 1e-12) for n in losses)
+        output.backward(out)
+
+
+def _hinge_generator(logits, fmaps_fake, fmaps_real):
+    adv = sum(F.relu(1 - lg).mean() for lg in logits) / len(logits)
+    feat = sum(F.l1_loss(f, r.detach()) / (r.detach().abs().mean() + 1e-8)
+               for ff, fr in zip(fmaps_fake, fmaps_real) for f, r in zip(ff, fr))
+    return adv, feat / max(1, sum(len(ff) for ff in fmaps_fake))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversarial: bool = False,
+              seed: int = 0, progress: bool = True, name: str | None = None, **kw) -> Path:
+    """Fit a codec on `audio` (directory, file or manifest) and write it to `out`. Returns `out`."""
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if minutes < 0:
+        raise ValueError(f"minutes must be >= 0, got {minutes}")
+    cfg = FitConfig(preset=preset, minutes=minutes, adversarial=adversarial, seed=seed,
+                    name=name, progress=progress, **kw)
+    p = PRESETS[preset]
+    arch = dict(p["arch"], name=cfg.name or f"mmtok_{preset}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    gen = random.Random(cfg.seed)
+
+    audio_list = load_training_audio(find_audio(audio), arch["sample_rate"], p["max_audio_seconds"])
+    total_seconds = sum(w.numel() for w in audio_list) / arch["sample_rate"]
+    model = build_encodec(arch)
+    opt = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=(0.5, 0.9))
+    disc = opt_d = balancer = None
+    if adversarial:
+        from encodec.msstftd import MultiScaleSTFTDiscriminator
+
+        disc = MultiScaleSTFTDiscriminator(filters=8, n_ffts=[512, 1024, 256], hop_lengths=[128, 256, 64],
+                                           win_lengths=[512, 1024, 256])
+        opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.5, 0.9))
+        balancer = Balancer({"l_t": 0.1, "l_f": 1.0, "g": 3.0, "feat": 3.0})
+    step, trained_seconds = 0, 0.0
+    state_path = out / STATE
+    if state_path.is_file():  # resume
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if json.loads(state["arch"]) != arch or bool(state["adversarial"]) != adversarial:
+            raise ValueError(f"{state_path}: checkpoint is for another preset/options; remove it or use another --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        if disc is not None:
+            disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["opt_d"])
+        step, trained_seconds = int(state["step"]), float(state["trained_seconds"])
+        gen.seed(cfg.seed + step)
+    else:
+        kmeans_init(model, audio_list, cfg)
+
+    def save_state():
+        state = dict(model=model.state_dict(), opt=opt.state_dict(), step=step, trained_seconds=trained_seconds,
+                     arch=json.dumps(arch), adversarial=adversarial)
+        if disc is not None:
+            state.update(disc=disc.state_dict(), opt_d=opt_d.state_dict())
+        _atomic_save(state, state_path)
+
+    mel_loss = MelLoss(arch["sample_rate"])
+    crop = int(p["crop_seconds"] * arch["sample_rate"])
+    budget, t0, last_ckpt = cfg.minutes * 60, time.monotonic(), time.monotonic()
+    bar = tqdm(desc=f"codec fit ({preset})", unit="step", disable=not cfg.progress, initial=step)
+    losses = {}
+    model.train()
+    while time.monotonic() - t0 < budget:
+        x = random_crops(audio_list, p["batch_size"], crop, gen)  # (B, 1, L)
+        bw = gen.choice(arch["target_bandwidths"])
+        emb = model.encoder(x)  # (B, D, T)
+        q = model.quantizer(emb, model.frame_rate, bw)
+        y = model.decoder(q.quantized)[..., :crop]  # (B, 1, L)
+        l_t, l_f = F.l1_loss(y, x), mel_loss(y, x)
+        opt.zero_grad()
+        if disc is None:
+            (0.1 * l_t + l_f + q.penalty).backward()
+        else:
+            logits_fake, fmaps_fake = disc(y)
+            _, fmaps_real = disc(x)
+            g, feat = _hinge_generator(logits_fake, fmaps_fake, fmaps_real)
+            balancer.backward({"l_t": l_t, "l_f": l_f, "g": g, "feat": feat}, y)
+            q.penalty.backward()
+        opt.step()
+        if disc is not None:  # discriminator step on detached audio
+            real, _ = disc(x)
+            fake, _ = disc(y.detach())
+            d_loss = sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real, fake)) / len(real)
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+        step += 1
+        trained_seconds += x.shape[0] * p["crop_seconds"]
+        losses = {"l_t": l_t.item(), "l_f": l_f.item(), "commit": q.penalty.item()}
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+        if time.monotonic() - last_ckpt > cfg.checkpoint_seconds:
+            save_state()
+            last_ckpt = time.monotonic()
+    bar.close()
+    model.eval()
+    save_state()
+
+    # Usage statistics on the training audio (the collapse guard's evidence, kept in codec.json).
+    with torch.no_grad():
+        model.set_target_bandwidth(max(arch["target_bandwidths"]))
+        w = torch.cat(audio_list)[: 60 * arch["sample_rate"]]
+        codes = model.encode(w[None, None])[0][0][0].numpy()  # (K, T)
+    problems = collapse_problems(codes)
+    if problems:
+        raise RuntimeError(f"fitted codec collapsed on its own training audio: {'; '.join(problems)}")
+
+    (out / FITTED_CONFIG).unlink(missing_ok=True)  # the config is the "complete" marker: remove first
+    tmp = out / (FITTED_WEIGHTS + ".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, out / FITTED_WEIGHTS)
+    config = {
+        "format": "mmtok-codec", "version": 1, "arch": arch, "weights": FITTED_WEIGHTS,
+        "sha256": sha256_file(out / FITTED_WEIGHTS),
+        "training": {"preset": preset, "steps": step, "audio_seconds_seen": trained_seconds,
+                     "train_audio_seconds": total_seconds, "adversarial": adversarial, "seed": seed,
+                     "final_losses": losses,
+                     "distinct_codes_per_codebook": [int(len(np.unique(r))) for r in codes]},
+        "params": sum(t.numel() for t in model.parameters()),
+    }
+    tmp = out / (FITTED_CONFIG + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2))
+    os.replace(tmp, out / FITTED_CONFIG)
+    return out

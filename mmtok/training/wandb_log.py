@@ -1,0 +1,93 @@
+"""Weights & Biases logging that never stops a run: online when it can, offline otherwise.
+
+wandb is imported only here, inside `WandbLogger`, so `import mmtok` stays light. Only rank 0
+logs. The run id is kept in OUT/wandb_run_id so a resumed run (or a requeued Slurm job)
+continues the same wandb run instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WandbConfig:
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: $WANDB_MODE, else online with an API key, else offline
+    project: str = "mmtok"  # wandb project
+    entity: str | None = None  # wandb team or user; None = the key's default
+    name: str | None = None  # run name; None = the name of train.out_dir
+    group: str | None = None  # group runs (e.g. a sweep)
+    tags: list[str] = field(default_factory=list)  # free-form run tags
+    init_timeout: float = 60.0  # seconds to wait for the server before falling back to offline
+
+
+def _has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(cfg: WandbConfig) -> str:
+    if cfg.mode != "auto":
+        return cfg.mode
+    env = os.environ.get("WANDB_MODE")
+    if env in ("online", "offline", "disabled"):
+        return env
+    return "online" if _has_api_key() else "offline"
+
+
+class WandbLogger:
+    """`log(metrics, step)`, `log_table(key, columns, rows, step)`, `finish()`."""
+
+    def __init__(self, cfg: WandbConfig, run_config: dict, out_dir):
+        import wandb
+
+        self._wandb = wandb
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        id_file = out_dir / "wandb_run_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
+        id_file.write_text(run_id + "\n")
+        self.mode = resolve_mode(cfg)
+        kwargs = dict(
+            project=cfg.project,
+            entity=cfg.entity,
+            name=cfg.name or out_dir.resolve().name,
+            group=cfg.group,
+            tags=list(cfg.tags),
+            config=run_config,
+            dir=str(out_dir),
+            id=run_id,
+            resume="allow",
+        )
+        try:
+            self.run = wandb.init(
+                mode=self.mode, settings=wandb.Settings(init_timeout=cfg.init_timeout), **kwargs
+            )
+        except Exception as e:  # no key, no network, server down: keep training, log locally
+            if self.mode != "online":
+                raise
+            log.warning("wandb online init failed (%s); logging offline to %s", e, out_dir / "wandb")
+            self.mode = "offline"
+            self.run = wandb.init(mode="offline", **kwargs)
+        self.dir = Path(self.run.dir).parent if self.mode != "disabled" else None
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.run.log(metrics, step=step)
+
+    def log_table(self, key: str, columns: list[str], rows: list[list], step: int) -> None:
+        self.run.log({key: self._wandb.Table(columns=columns, data=rows)}, step=step)
+
+    def finish(self) -> None:
+        self.run.finish()
