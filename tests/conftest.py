@@ -13,5 +13,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 pytest_plugins = [
     "tests.fixtures.audio",
+    "tests.fixtures.tokenizer",
     "tests.fixtures.model",
+    "tests.fixtures.checkpoint",
 ]

@@ -143,7 +143,8 @@ def describe(facts: dict, rng: np.random.Generator) -> str:
     if facts.get("composer"):
         source = pick((" by {c}", " composed by {c}", " from {c}")).format(c=facts["composer"])
     elif facts.get("collection"):
-        source = pick((" from the {c}", " out of the {c}")).format(c=facts["collection"])
+        name = facts["collection"]  # "Essen folk song collection" takes "the", "O'Neill's ..." not
+        source = pick((" from {c}", " out of {c}")).format(c=name if "'s " in name else f"the {name}")
     else:
         source = ""
     a_tempo = f"{_article(tempo_word)} {tempo_word}"

@@ -17,6 +17,7 @@ recorded in `skipped.jsonl`, never dropped silently.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -169,7 +170,8 @@ def excerpt(score, start: float, quarters: float):
     i1 = next((j for j in range(i0, len(measures))
                if offsets[j] + float(measures[j].quarterLength) >= offsets[i0] + quarters),
               len(measures) - 1)  # fmt: skip
-    return score.measures(i0, i1, indicesNotNumbers=True)
+    # measures() shares notes with the score; the copy keeps transposition etc. out of the next clip
+    return copy.deepcopy(score.measures(i0, i1 + 1, indicesNotNumbers=True))  # end exclusive
 
 
 def set_tempo(seg, bpm: int) -> None:

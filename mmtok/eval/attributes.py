@@ -8,9 +8,23 @@ the evaluated manifest): a captioner that has not listened to the audio scores t
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+# Reported name -> manifest fields that count (a caption is right if it names ANY of them). The
+# demo manifests carry instrument (GM name), family, tempo_class, key, mode and meter;
+# key_mode is derived ("D minor") so that key and mode can be scored together.
+DEMO_GROUPS = {
+    "instrument": ("family", "instrument"),  # the instrument, or at least its GM family
+    "instrument_name": ("instrument",),  # exactly the instrument
+    "tempo_class": ("tempo_class",),
+    "key_mode": ("key_mode",),
+    "mode": ("mode",),
+    "meter": ("meter",),
+}
 
 
 @dataclass
@@ -29,6 +43,38 @@ def _norm(value) -> str | None:
         return None
     text = str(value).strip().lower()
     return text or None
+
+
+@lru_cache(maxsize=1)
+def _instrument_names() -> tuple[re.Pattern, dict[str, str]]:
+    from mmtok.data.captions import GM_INSTRUMENTS
+
+    to_gm = {n.lower(): gm for gm, names in GM_INSTRUMENTS.values() for n in (gm, *names)}
+    alternation = "|".join(re.escape(n) for n in sorted(to_gm, key=len, reverse=True))  # longest first
+    return re.compile(rf"\b({alternation})\b", re.I), to_gm
+
+
+def with_key_mode(attrs: Mapping) -> dict:
+    out = dict(attrs)
+    if attrs.get("key") and attrs.get("mode"):
+        out["key_mode"] = f"{attrs['key']} {attrs['mode']}"
+    return out
+
+
+def parse_demo_caption(text: str) -> dict:
+    """`mmtok.data.captions.parse_caption` plus the instrument's GM name and key_mode."""
+    from mmtok.data.captions import parse_caption
+
+    out = parse_caption(text)
+    pattern, to_gm = _instrument_names()
+    if m := pattern.search(text):
+        out["instrument"] = to_gm[m.group(1).lower()]
+    return with_key_mode(out)
+
+
+def demo_attribute_accuracy(captions: Sequence[str], records: Sequence[Mapping]) -> dict[str, AttributeScore]:
+    """Attribute accuracy on the demo corpus (records: its manifest lines)."""
+    return attribute_accuracy(captions, [with_key_mode(r) for r in records], DEMO_GROUPS, parse_demo_caption)
 
 
 def attribute_accuracy(

@@ -22,6 +22,10 @@ from dataclasses import dataclass
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 
+class MetricToolError(RuntimeError):
+    """A Java tool of pycocoevalcap is missing or failed (the message says which)."""
+
+
 @dataclass
 class CaptionScores:
     corpus: dict[str, float]  # metric name -> corpus-level score (what papers report)
@@ -31,7 +35,7 @@ class CaptionScores:
 def _require_java() -> str:
     java = shutil.which("java")
     if java is None:
-        raise RuntimeError(
+        raise MetricToolError(
             "caption metrics need Java on PATH (PTB tokenizer and METEOR are Java programs): "
             "install a JRE, e.g. `apt-get install openjdk-17-jre-headless`"
         )
@@ -61,7 +65,7 @@ def ptb_tokenize(captions: Sequence[str]) -> list[str]:
     finally:
         os.remove(f.name)
     if proc.returncode != 0:
-        raise RuntimeError(f"PTB tokenizer (java) failed: {proc.stderr.decode(errors='replace')[-500:]}")
+        raise MetricToolError(f"PTB tokenizer (java) failed: {proc.stderr.decode(errors='replace')[-500:]}")
     lines = proc.stdout.decode("utf-8").split("\n")
     if len(lines) < len(captions):  # trailing empty captions produce no trailing lines
         lines += [""] * (len(captions) - len(lines))
@@ -78,7 +82,7 @@ def _meteor(gts: dict, res: dict) -> tuple[float, list[float]]:
     except ValueError:  # the JVM died: readline() returned b"" instead of a score
         scorer.meteor_p.kill()
         err = scorer.meteor_p.stderr.read().decode(errors="replace")[-500:]
-        raise RuntimeError(f"METEOR (java) failed: {err or 'no output'}") from None
+        raise MetricToolError(f"METEOR (java) failed: {err or 'no output'}") from None
 
 
 def caption_metrics(

@@ -35,7 +35,8 @@ def markdown_report(report: dict) -> str:
         lines += ["## Perplexity on held-out shards (by target modality)", ""]
         lines += ["| targets | loss (nats/token) | perplexity | tokens |", "|---|---:|---:|---:|"]
         for name, p in report["perplexity"].items():
-            lines.append(f"| {name} | {p['loss']:.4f} | {p['perplexity']:.2f} | {p['tokens']} |")
+            loss, ppl = ("-", "-") if p["loss"] is None else (f"{p['loss']:.4f}", f"{p['perplexity']:.2f}")
+            lines.append(f"| {name} | {loss} | {ppl} | {p['tokens']} |")
         lines.append("")
     if report.get("attributes"):
         lines += ["## Attributes named correctly in captions", ""]

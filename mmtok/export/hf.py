@@ -6,7 +6,7 @@ RMSNorm), so export is a renaming of weights plus a `LlamaConfig`; no permutatio
     OUT/config.json          LlamaConfig (bos/eos/pad ids from the vocabulary layout when given)
     OUT/model.safetensors    weights under HF names (no lm_head when embeddings are tied)
     OUT/mmtok.json           the mmtok ModelConfig and layout hash, to trace the export back
-    OUT/tokenizer/           a copy of the mmtok tokenizer directory (text + audio vocabulary)
+    OUT/tokenizer/           the mmtok tokenizer directory (text + audio vocabulary), re-saved
 
 `transformers` is imported only inside the functions that build its config.
 """
@@ -48,11 +48,11 @@ def hf_name(name: str) -> str:
 
 
 def hf_state_dict(model: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The model's weights under HF Llama names (tied output weight left out, as HF expects)."""
-    tied = model.config.tie_embeddings
+    """A bare Transformer's weights under HF Llama names (a tied output weight is left out, as
+    HF expects: it re-ties lm_head to the embedding on load)."""
     out = {}
     for name, tensor in model.state_dict().items():
-        if tied and name == "output.weight":
+        if model.config.tie_embeddings and name == "output.weight":
             continue
         t = tensor.detach().to("cpu", dtype=dtype or tensor.dtype).contiguous()
         out[hf_name(name)] = t
@@ -67,6 +67,7 @@ def llama_config(config: ModelConfig, layout=None, dtype: torch.dtype = torch.fl
     if layout is not None:
         special = dict(bos_token_id=layout.bos_id, eos_token_id=layout.eos_id, pad_token_id=layout.pad_id)
     return LlamaConfig(
+        architectures=["LlamaForCausalLM"],  # what AutoModelForCausalLM / pipelines instantiate
         vocab_size=config.vocab_size,
         hidden_size=config.dim,
         intermediate_size=config.hidden_dim,
@@ -87,26 +88,34 @@ def llama_config(config: ModelConfig, layout=None, dtype: torch.dtype = torch.fl
     )
 
 
-def export_hf(model, config: ModelConfig, out_dir, tokenizer_dir=None, layout=None,
-              dtype: torch.dtype | None = None, overwrite: bool = False) -> Path:
-    """Write `model` as a LlamaForCausalLM directory at `out_dir` (see module doc); return it.
+def export_hf(model, config: ModelConfig, out_dir, tokenizer=None, dtype: torch.dtype | None = None,
+              overwrite: bool = False) -> Path:
+    """Write `model` (a bare Transformer built from `config`) as a LlamaForCausalLM directory.
 
+    tokenizer: a `MultimodalTokenizer` or its directory; it is saved under OUT/tokenizer/ and its
+        layout sets the special ids in config.json (and must fit in the model's vocabulary).
+    dtype: weight dtype in the file (default: the model's).
     Everything is written to a sibling temporary directory first and renamed into place, so
-    `out_dir` is either the complete export or untouched. An existing non-empty `out_dir` is
+    `out_dir` is either the complete export or untouched; an existing non-empty `out_dir` is
     replaced only with `overwrite=True`.
     """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-    if tokenizer_dir is not None and not Path(tokenizer_dir).is_dir():
-        raise FileNotFoundError(f"tokenizer directory {tokenizer_dir} does not exist")
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from mmtok.tokenizer.multimodal import MultimodalTokenizer
+
+        tokenizer = MultimodalTokenizer.from_pretrained(tokenizer)
+    layout = tokenizer.layout if tokenizer is not None else None
     if layout is not None:
         config.for_vocab(len(layout))  # raises if the model can't hold the tokenizer's ids
 
     weights = hf_state_dict(model, dtype)
-    dtype = next(iter(weights.values())).dtype
+    dtype = weights["model.embed_tokens.weight"].dtype
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -115,9 +124,9 @@ def export_hf(model, config: ModelConfig, out_dir, tokenizer_dir=None, layout=No
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         meta = {"model_config": config.to_dict(), "layout_hash": layout.hash if layout else None}
         (tmp / "mmtok.json").write_text(json.dumps(meta, indent=2))
-        if tokenizer_dir is not None:
-            shutil.copytree(tokenizer_dir, tmp / "tokenizer")
-        if out.exists():
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp / "tokenizer")
+        if out.exists():  # swap: the old export stays whole until the new one is in place
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
             tmp.rename(out)

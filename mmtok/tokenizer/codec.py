@@ -37,6 +37,7 @@ PRETRAINED = {  # codec id -> (encodec factory name, official checkpoint file, d
 FITTED_CONFIG = "codec.json"
 FITTED_WEIGHTS = "model.safetensors"
 ENV_REPOSITORY = "MMTOK_ENCODEC_DIR"
+MIN_STABLE_AGREEMENT = 0.5  # collapse guard: share of codebook-0 codes unchanged by a 0.1% gain change
 
 
 class CodecCollapseError(ValueError):
@@ -80,7 +81,7 @@ def _load_pretrained(name: str, repository):
         try:
             return factory(pretrained=True)  # encodec's own download (torch hub cache)
         except Exception as e:
-            raise RuntimeError(
+            raise FileNotFoundError(
                 f"cannot get pretrained {name} weights ({type(e).__name__}: {e}); offline, put "
                 f"{official} in a directory and pass it as repository / set {ENV_REPOSITORY}"
             ) from None
@@ -278,6 +279,13 @@ def check_not_collapsed(codec: Codec, source: str) -> None:
     probe = probe_waveform(codec.sample_rate)
     codes = codec.encode(probe, codec.sample_rate).codes
     problems = collapse_problems(codes)
+    # Codes that flip under a 0.1% gain change quantize float noise, not the audio (e.g. an
+    # untrained encoder whose output is a near-constant vector).
+    nudged = codec.encode(probe * 1.001, codec.sample_rate).codes
+    agree = float((codes[0] == nudged[0]).mean())
+    if agree < MIN_STABLE_AGREEMENT:
+        problems.append(f"codebook 0 changes on {1 - agree:.0%} of frames under a 0.1% gain change "
+                        f"(codes quantize noise)")
     if problems:
         raise CodecCollapseError(f"{source}: codec {codec.id} collapses on a music probe ("
                                  + "; ".join(problems) + "); its codes would carry no information")

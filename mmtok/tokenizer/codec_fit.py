@@ -3,10 +3,11 @@
 The model is `encodec.EncodecModel` built from the package's own modules (SEANetEncoder /
 SEANetDecoder / ResidualVectorQuantizer, see `codec.build_encodec`), so encode/decode are
 encodec's. Training, as in the EnCodec paper:
-- codebooks are first k-means-initialised on encoder outputs of the training audio (residual
+- codebooks are k-means-initialised on encoder outputs of the training audio (residual
   k-means, one codebook after another, cdist/argmin: seconds on CPU), so codes are
-  non-degenerate at ANY time budget, even `minutes=0`;
-- then `minutes` of Adam on 0.1 * L1(time) + L1(multi-scale log-mel) + commitment, with a random
+  non-degenerate at ANY time budget, even `minutes=0`, and refined by k-means once more at
+  the end (from the trained codebooks) because EMA codebooks lag a fast-moving encoder;
+- in between, `minutes` of Adam (linear warm-up) on 0.1 * L1(time) + L1(multi-scale log-mel) + commitment, with a random
   bandwidth per step (so every codebook count works) and encodec's EMA codebook updates with
   dead-code replacement (codes used less than `dead_code_threshold` get re-seeded from the batch);
 - `adversarial=True` adds encodec's MS-STFT discriminator (hinge + feature matching) and a
@@ -35,19 +36,23 @@ from mmtok.tokenizer.codec import FITTED_CONFIG, FITTED_WEIGHTS, build_encodec, 
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 STATE = "fit_state.pt"
+WARMUP_STEPS = 200
 
 # Architecture presets. hop = prod(ratios); frame rate = sample_rate / hop.
 # bits per frame per codebook = log2(bins); kbps per codebook = bits * frame_rate / 1000.
+# dead_code_threshold: a code whose EMA usage (frames per training step) falls below it is
+# re-seeded from the batch; encodec's default 2 would expire almost every code at these batch
+# sizes (B * 25 frames spread over `bins` codes is < 1 per code and step).
 PRESETS = {
     # Tests: fits in seconds. 16 kHz, hop 640 -> 25 Hz, 4 codebooks x 256 (0.2 kbps each).
     "tiny": dict(arch=dict(sample_rate=16000, channels=1, n_filters=4, dimension=32, ratios=[8, 5, 4, 4],
                            lstm=0, causal=False, norm="weight_norm", n_q=4, bins=256,
-                           target_bandwidths=[0.4, 0.8]),
+                           target_bandwidths=[0.4, 0.8], dead_code_threshold=0.02),
                  batch_size=4, crop_seconds=1.0, lr=1e-3, max_audio_seconds=120),
     # CPU demo: 16 kHz, hop 640 -> 25 Hz, 8 codebooks x 1024 (0.25 kbps each); the demo uses 2-4.
     "small": dict(arch=dict(sample_rate=16000, channels=1, n_filters=16, dimension=64, ratios=[8, 5, 4, 4],
                             lstm=1, causal=False, norm="weight_norm", n_q=8, bins=1024,
-                            target_bandwidths=[0.5, 1.0, 2.0]),
+                            target_bandwidths=[0.5, 1.0, 2.0], dead_code_threshold=0.01),
                   batch_size=8, crop_seconds=1.0, lr=3e-4, max_audio_seconds=1800),
 }
 
@@ -118,29 +123,51 @@ def random_crops(audio: list[torch.Tensor], n: int, length: int, gen: random.Ran
 
 
 @torch.no_grad()
-def kmeans_init(model, audio: list[torch.Tensor], cfg: FitConfig) -> None:
-    """Residual k-means on encoder frames: codebook q clusters what codebooks < q left over."""
+def variance_preserving_init(model, gain: float = 2 ** 0.5) -> None:
+    """Give every weight-normed conv rows of norm `gain` and zero bias. PyTorch's default conv
+    init shrinks the signal ~3x per layer, so a fresh SEANet outputs a near-constant vector
+    (time variation ~1e-4 of its offset) and k-means would cluster float noise."""
+    for m in model.modules():
+        if hasattr(m, "weight_g"):
+            m.weight_g.fill_(gain)
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+
+
+@torch.no_grad()
+def fit_codebooks(model, audio: list[torch.Tensor], cfg: FitConfig, frames_per_step: float,
+                  from_current: bool = False) -> None:
+    """Residual k-means on encoder frames: codebook q clusters what codebooks < q left over.
+
+    Run before training (random seeds) and again after it (`from_current`: Lloyd steps starting
+    from the trained codebooks, empty clusters re-seeded): EMA codebooks lag behind an encoder
+    that moves fast early in training, and this final pass guarantees every codebook is in use
+    on the training audio whatever the time budget was.
+    """
     gen = torch.Generator().manual_seed(cfg.seed)
     model.eval()
-    embs = [model.encoder(w[None, None]) for w in audio]  # each (1, D, T)
-    x = torch.cat([e[0].T for e in embs])  # (N, D)
+    x = torch.cat([model.encoder(w[None, None])[0].T for w in audio])  # (N, D) encoder frames
     if x.shape[0] > cfg.kmeans_frames:
         x = x[torch.randperm(x.shape[0], generator=gen)[: cfg.kmeans_frames]]
     for layer in model.quantizer.vq.layers:
         cb = layer._codebook
         k = cb.codebook_size
-        idx = torch.randint(0, x.shape[0], (k,), generator=gen) if x.shape[0] < k else \
-            torch.randperm(x.shape[0], generator=gen)[:k]
-        means = x[idx] + 1e-4 * x.std() * torch.randn(k, x.shape[1], generator=gen)  # break ties
+        seeds = torch.randint(0, x.shape[0], (k,), generator=gen)
+        jitter = 1e-4 * x.std() * torch.randn(k, x.shape[1], generator=gen)  # break ties
+        means = cb.embed.clone() if from_current else x[seeds] + jitter
         for _ in range(cfg.kmeans_iters):
             assign = torch.cdist(x, means).argmin(dim=1)  # (N,)
             counts = torch.bincount(assign, minlength=k).float()
             sums = torch.zeros_like(means).index_add_(0, assign, x)
-            means = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], means)
+            # empty clusters are re-seeded on random frames (dead-code replacement)
+            means = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], x[seeds] + jitter)
         assign = torch.cdist(x, means).argmin(dim=1)
+        # EMA state consistent with the means (embed = embed_avg / cluster_size), in per-step
+        # units: counts scaled to one training batch's frames, so EMA updates start in balance.
+        counts = torch.bincount(assign, minlength=k).float() * frames_per_step / x.shape[0]
         cb.embed.copy_(means)
-        cb.embed_avg.copy_(means)
-        cb.cluster_size.copy_(torch.bincount(assign, minlength=k).float())
+        cb.embed_avg.copy_(means * counts[:, None])
+        cb.cluster_size.copy_(counts)
         cb.inited.fill_(1)
         x = x - means[assign]  # residual for the next codebook
 
@@ -229,6 +256,7 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
         opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.5, 0.9))
         balancer = Balancer({"l_t": 0.1, "l_f": 1.0, "g": 3.0, "feat": 3.0})
     step, trained_seconds = 0, 0.0
+    frames_per_step = p["batch_size"] * p["crop_seconds"] * model.frame_rate
     state_path = out / STATE
     if state_path.is_file():  # resume
         state = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -242,7 +270,8 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
         step, trained_seconds = int(state["step"]), float(state["trained_seconds"])
         gen.seed(cfg.seed + step)
     else:
-        kmeans_init(model, audio_list, cfg)
+        variance_preserving_init(model)
+        fit_codebooks(model, audio_list, cfg, frames_per_step)
 
     def save_state():
         state = dict(model=model.state_dict(), opt=opt.state_dict(), step=step, trained_seconds=trained_seconds,
@@ -273,6 +302,8 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
             g, feat = _hinge_generator(logits_fake, fmaps_fake, fmaps_real)
             balancer.backward({"l_t": l_t, "l_f": l_f, "g": g, "feat": feat}, y)
             q.penalty.backward()
+        for group in opt.param_groups:  # linear warm-up: big early steps outrun the EMA codebooks
+            group["lr"] = p["lr"] * min(1.0, (step + 1) / WARMUP_STEPS)
         opt.step()
         if disc is not None:  # discriminator step on detached audio
             real, _ = disc(x)
@@ -290,7 +321,7 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
             save_state()
             last_ckpt = time.monotonic()
     bar.close()
-    model.eval()
+    fit_codebooks(model, audio_list, cfg, frames_per_step, from_current=True)
     save_state()
 
     # Usage statistics on the training audio (the collapse guard's evidence, kept in codec.json).

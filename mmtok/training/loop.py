@@ -202,6 +202,7 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
     plan = plan_batches(cfg, info.world_size)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "COMPLETED").unlink(missing_ok=True)  # written again when max_steps is reached
         for stale in ckpt.remove_partial_checkpoints(out_dir):
             log.warning("removed %s (a save that was interrupted)", stale)
         tok_copy = out_dir / ckpt.TOKENIZER_DIR
@@ -255,7 +256,7 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
     def save(at_step: int):
         path = ckpt.save_checkpoint(
             out_dir, at_step, wrapped, optimizer, scheduler,
-            {"data": data.state_dict(), "layout_hash": tokenizer.layout.hash},
+            {"data": data.state_dict(), "layout_hash": tokenizer.layout.hash, "config": cfg.to_dict()},
             cfg.to_yaml(), out_dir / ckpt.TOKENIZER_DIR, cfg.train.keep_last_k,
         )
         if path is not None:
@@ -325,6 +326,8 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
         logger.finish()
         if step >= cfg.train.max_steps:
             (out_dir / "COMPLETED").write_text(f"{step}\n")
+    if dist.is_initialized():
+        dist.barrier()  # rank 0 may still be closing wandb; gloo aborts if a peer leaves first
     return record
 
 

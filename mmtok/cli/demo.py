@@ -1,0 +1,39 @@
+"""`mmtok demo`: the whole pipeline on the embedded default corpus (or any stage of it)."""
+
+from __future__ import annotations
+
+from mmtok.demo.pipeline import STAGES, DemoConfig
+
+
+def register(sub) -> None:
+    d = DemoConfig()
+    p = sub.add_parser("demo", help="corpus -> codec -> tokenizer -> shards -> train -> captions + report")
+    p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
+    p.add_argument("--size", default=d.size, choices=["smoke", "default", "large"], help="demo corpus size")
+    p.add_argument("--stage", action="append", choices=STAGES, help="run only this stage (repeatable)")
+    p.add_argument("--force", action="store_true", help="re-run stages even when complete")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--codec", default=d.codec, help="auto | fit | encodec_24khz | encodec_48khz | PATH")
+    p.add_argument("--codec-minutes", type=float, default=d.codec_minutes, help="codec fit budget")
+    p.add_argument("--codec-preset", default=d.codec_preset)
+    p.add_argument("--bandwidth", type=float, default=d.bandwidth, help="codec bandwidth in kbps")
+    p.add_argument("--n-codebooks", type=int, default=d.n_codebooks, help="codebooks per frame the model sees")
+    p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="SentencePiece vocabulary size")
+    p.add_argument("--config", default=d.config, help="training preset YAML")
+    p.add_argument("--train-minutes", type=float, default=d.train_minutes, help="training budget (wall clock)")
+    p.add_argument("--prompt", default=d.generate_prompt, help="text prompt for the generated audio sample")
+    p.add_argument("overrides", nargs="*", help="dotted training overrides, e.g. model.n_layers=4")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mmtok.demo.pipeline import DemoPipeline
+
+    cfg = DemoConfig(
+        out=args.out, size=args.size, seed=args.seed, codec=args.codec, codec_preset=args.codec_preset,
+        codec_minutes=args.codec_minutes, bandwidth=args.bandwidth, n_codebooks=args.n_codebooks,
+        vocab_size=args.vocab_size, config=args.config, train_minutes=args.train_minutes,
+        overrides=list(args.overrides), generate_prompt=args.prompt,
+    )
+    DemoPipeline(cfg).run(stages=args.stage or STAGES, force=args.force)
+    return 0

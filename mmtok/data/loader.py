@@ -1,0 +1,195 @@
+"""The training loader: shards -> samples -> documents -> packed rows -> `PackedBatch`es.
+
+    cfg = DataConfig(train_shards="shards/shards.jsonl#train", seq_len=1024, batch_size=8)
+    loader = cfg.build(tokenizer, rank, world_size)
+    for step, batch in enumerate(loader):          # PackedBatch, (batch_size, seq_len)
+        ...
+        if step % 1000 == 0:
+            save(..., data=loader.state_dict())   # then loader.load_state_dict(...) resumes exactly
+
+Each DataLoader worker runs a whole `WorkerPipeline` (stream, templates, packer, batching) and
+yields finished batches with its state after that batch; the loader remembers the state of the
+last batch it handed out from each worker. torch's DataLoader takes batches from workers round-robin,
+so global batch n is batch n // W of logical worker n % W. On resume after N batches, DataLoader
+worker j plays logical worker (j + N) % W from its saved state, so the next batch is exactly the
+one an uninterrupted run yields at N + 1. The state is tied to world size and worker count (the
+data split depends on both); loading it with others is refused with an error saying so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from mmtok.data.batch import PackedBatch
+from mmtok.data.packing import Packer, collate_rows
+from mmtok.data.stream import ShardStream, StreamConfig, resolve_shards
+from mmtok.data.templates import TemplateConfig, make_document
+
+STATE_VERSION = 1
+
+
+@dataclass
+class DataConfig:
+    train_shards: str | list[str] = ""  # shard URLs: index "shards.jsonl#train", dir, brace pattern, list
+    valid_shards: str | list[str] | None = None  # same forms; `build(split="valid")` reads these
+    seq_len: int = 1024  # positions per row (the model's context length)
+    batch_size: int = 8  # rows per batch, per rank
+    shuffle_buffer: int = 256  # samples held for shuffling, per worker
+    seed: int = 0  # shard order, shuffling, templates and crops all derive from it
+    workers: int = 2  # DataLoader worker processes per rank (0: in the main process)
+    resampled: bool = False  # draw shards with replacement (any shard count; needs epoch_samples)
+    epoch_samples: int | None = None  # resampled: samples per epoch over all ranks and workers
+    epochs: int | None = None  # stop after this many epochs (None: forever; training counts steps)
+    templates: TemplateConfig = field(default_factory=TemplateConfig)  # template mix, loss mask
+    pack_pool: int = 16  # documents the packer chooses from (best fit)
+    min_split: int = 16  # a row with this many free positions left gets a split document
+    prefetch: int = 2  # batches each worker prepares ahead
+
+    def __post_init__(self):
+        if isinstance(self.templates, dict):  # from YAML
+            self.templates = TemplateConfig(**self.templates)
+
+    def stream_config(self) -> StreamConfig:
+        return StreamConfig(seed=self.seed, shuffle_buffer=self.shuffle_buffer, resampled=self.resampled,
+                            epoch_samples=self.epoch_samples, epochs=self.epochs)  # fmt: skip
+
+    def build(self, tokenizer, rank: int = 0, world_size: int = 1, split: str = "train") -> "PackedLoader":
+        """The loader for this rank (checks the shard count against ranks x workers at once).
+
+        split="valid" reads valid_shards once (epochs=1, no shuffling or resampling), with at most
+        as many workers per rank as there are shards per rank."""
+        spec = self.train_shards if split == "train" else self.valid_shards
+        if not spec:
+            raise ValueError(f"DataConfig has no {split}_shards")
+        urls = resolve_shards(spec)
+        if not urls:
+            raise ValueError(f"no shards found for {split}_shards={spec!r}")
+        cfg = self
+        if split != "train":  # evaluation: one deterministic pass, as many workers as shards allow
+            workers = min(self.workers, len(urls) // world_size)
+            cfg = replace(self, epochs=1, resampled=False, shuffle_buffer=0, workers=workers)
+        ShardStream(urls, cfg.stream_config(), rank, world_size, 0, max(1, cfg.workers))  # fail fast
+        return PackedLoader(cfg, tokenizer, urls, rank, world_size)
+
+
+class WorkerPipeline:
+    """One logical worker's whole pipeline, with exact state."""
+
+    def __init__(self, cfg: DataConfig, tok, urls: list[str], rank: int, world: int, worker: int, workers: int):
+        self.cfg, self.tok = cfg, tok
+        self.stream = ShardStream(urls, cfg.stream_config(), rank, world, worker, workers, tok.layout.hash)
+        self.packer = Packer(tok.layout, cfg.seq_len, cfg.pack_pool, cfg.min_split)
+        self.rng = np.random.default_rng([cfg.seed, rank, worker, 104729])  # templates and crops
+        self.batches = 0  # batches this worker has produced
+
+    def __iter__(self) -> Iterator[PackedBatch]:
+        samples = iter(self.stream)
+        rows, exhausted = [], False
+        while True:
+            while not self.packer.ready() and not exhausted:
+                try:
+                    s = next(samples)
+                except StopIteration:
+                    exhausted = True
+                    break
+                doc = make_document(self.tok, s.codes, s.text, self.rng, self.cfg.templates, self.cfg.seq_len + 1)
+                self.packer.add(doc)
+            if exhausted and not len(self.packer):
+                return  # finite stream: a last partial batch is dropped (like drop_last)
+            rows.append(self.packer.pop_row())
+            if len(rows) == self.cfg.batch_size:
+                self.batches += 1
+                yield collate_rows(rows)
+                rows = []
+
+    def state_dict(self) -> dict:
+        return {"stream": self.stream.state_dict(), "packer": self.packer.state_dict(),
+                "rng": self.rng.bit_generator.state, "batches": self.batches}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state["stream"])
+        self.packer.load_state_dict(state["packer"])
+        self.rng.bit_generator.state = state["rng"]
+        self.batches = state["batches"]
+
+
+class _PipelineDataset(torch.utils.data.IterableDataset):
+    """What DataLoader workers run: yields (logical worker, batch, state after the batch)."""
+
+    def __init__(self, cfg: DataConfig, tok, urls, rank: int, world: int):
+        self.cfg, self.tok, self.urls, self.rank, self.world = cfg, tok, urls, rank, world
+        self.rotation = 0  # logical worker = (DataLoader worker id + rotation) % W
+        self.resume: dict[int, dict] = {}  # logical worker -> WorkerPipeline state
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        n = max(1, self.cfg.workers)
+        if info is not None:
+            torch.set_num_threads(1)  # workers are processes; one thread each
+        logical = ((info.id if info else 0) + self.rotation) % n
+        pipe = WorkerPipeline(self.cfg, self.tok, self.urls, self.rank, self.world, logical, n)
+        if logical in self.resume:
+            pipe.load_state_dict(self.resume[logical])
+        for batch in pipe:
+            yield logical, batch, pipe.state_dict()
+
+
+def _identity(x):
+    return x
+
+
+class PackedLoader:
+    """Iterable of `PackedBatch` for one rank, with `state_dict()` / `load_state_dict()`."""
+
+    def __init__(self, cfg: DataConfig, tok, urls: list[str], rank: int, world_size: int):
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.dataset = _PipelineDataset(cfg, tok, urls, rank, world_size)
+        self.batches = 0  # batches handed out since the very start (over resumes)
+        self.worker_states: dict[int, dict] = {}
+        self.corrupt = 0  # corrupt samples/shards skipped, as of the last batch (summed over workers)
+
+    def __iter__(self) -> Iterator[PackedBatch]:
+        n = max(1, self.cfg.workers)
+        self.dataset.rotation = self.batches % n
+        self.dataset.resume = dict(self.worker_states)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=None, num_workers=self.cfg.workers, collate_fn=_identity,
+            prefetch_factor=self.cfg.prefetch if self.cfg.workers else None,
+            multiprocessing_context="fork" if self.cfg.workers else None,
+        )  # fmt: skip
+        for logical, batch, state in loader:
+            self.worker_states[logical] = state
+            self.batches += 1
+            self.corrupt = sum(s["stream"]["corrupt"] for s in self.worker_states.values())
+            yield batch
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue after the last batch handed out (torch.save-able and
+        loadable with torch.load(weights_only=True))."""
+        cfg = asdict(self.cfg)
+        fingerprint = {k: cfg[k] for k in ("seq_len", "batch_size", "seed", "shuffle_buffer", "resampled")}
+        return {"version": STATE_VERSION, "rank": self.rank, "world_size": self.world_size,
+                "workers": max(1, self.cfg.workers), "batches": self.batches, "config": fingerprint,
+                "n_shards": len(self.dataset.urls), "worker_states": dict(self.worker_states)}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"loader state version {state.get('version')} != {STATE_VERSION}")
+        mine = self.state_dict()
+        for key, what in (("world_size", "world size"), ("workers", "data worker count"),
+                          ("rank", "rank"), ("n_shards", "shard count")):  # fmt: skip
+            if state[key] != mine[key]:
+                raise ValueError(
+                    f"loader state was saved with {what} {state[key]}, this run has {mine[key]}: the "
+                    f"data split depends on it, so exact resume is impossible. Resume with the same "
+                    f"{what}, or start the data stream afresh (skip load_state_dict)"
+                )
+        if state["config"] != mine["config"]:
+            raise ValueError(f"loader state was saved with data config {state['config']}, this run has "
+                             f"{mine['config']}")  # fmt: skip
+        self.batches = state["batches"]
+        self.worker_states = {int(k): v for k, v in state["worker_states"].items()}

@@ -1,0 +1,251 @@
+"""Manifest -> WebDataset tar shards of codec codes (what training streams).
+
+Each sample is keyed without dots (WebDataset splits key and extension at the first dot) and holds
+
+    <key>.codes.npy   int16 (K, T) codebook indices (np.save format; read with allow_pickle=False)
+    <key>.txt         the caption
+    <key>.json        duration, sample_rate, codec, codebooks, n_samples, layout_hash, frame_rate,
+                      source (the audio path) and every other manifest field
+    <key>.scales.npy  float32 (S,) per-segment scales, only for codecs that have them
+    <key>.flac        the source audio as FLAC, only with `include_audio`
+
+Plan first, then work: items are cut into shards in manifest order by sample count and estimated
+bytes, so the plan is the same on every run and a resumed job redoes exactly the unfinished shards.
+A shard is written as `<name>.tar.tmp` and renamed when complete, with its record (counts, skipped
+items) in `_parts/`; `shards.jsonl` (index) and `<split>-report.jsonl` (skipped inputs and why)
+are rebuilt from the records at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmtok.data.manifest import read_manifest, write_jsonl
+
+INDEX, PARTS = "shards.jsonl", "_parts"
+
+
+@dataclass
+class ShardConfig:
+    max_samples: int = 1000  # samples per shard at most
+    max_bytes: int = 256 << 20  # estimated bytes per shard at most (codes + FLAC when included)
+    include_audio: bool = False  # also store the source audio as FLAC (`<key>.flac`)
+    min_seconds: float = 0.5  # shorter audio is skipped as "too short"
+    workers: int = 1  # encoding processes; each loads the tokenizer once
+
+
+def sample_key(index: int, item: dict) -> str:
+    """Unique, dot-free key: manifest line index + a readable id."""
+    name = str(item.get("id") or Path(item["audio"]).stem)
+    return f"{index:08d}_" + re.sub(r"[^A-Za-z0-9_-]+", "_", name)[:80]
+
+
+def plan_shards(items: list[dict], frame_rate: float, n_codebooks: int, cfg: ShardConfig) -> list[list[int]]:
+    """Item indices of each shard, cut by cfg.max_samples and estimated bytes."""
+    import soundfile as sf
+
+    shards, cur, cur_bytes = [], [], 0
+    for i, item in enumerate(items):
+        try:
+            info = sf.info(item["audio"])
+            est = math.ceil(info.duration * frame_rate) * n_codebooks * 2 + 2048  # codes + headers
+            if cfg.include_audio:
+                est += os.path.getsize(item["audio"])
+        except Exception:  # unreadable: the worker records why; it costs nothing in the shard
+            est = 0
+        if cur and (len(cur) >= cfg.max_samples or cur_bytes + est > cfg.max_bytes):
+            shards.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append(i)
+        cur_bytes += est
+    if cur:
+        shards.append(cur)
+    return shards
+
+
+def _plan_hash(items: list[dict], indices: list[int]) -> str:
+    blob = json.dumps([[i, items[i]["audio"], items[i]["text"]] for i in indices]).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---- one sample ---------------------------------------------------------------------------------
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed mtime: shards are reproducible
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def check_audio(path: str, min_seconds: float) -> None:
+    """Raise ValueError naming the file if it cannot be a training sample (cheap header checks;
+    decoding problems and NaN are found by the tokenizer while encoding)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except Exception as e:
+        raise ValueError(f"unreadable audio ({type(e).__name__}: {e})") from None
+    if info.frames == 0:
+        raise ValueError("empty audio (0 samples)")
+    if info.duration < min_seconds:
+        raise ValueError(f"too short ({info.duration:.3f} s < {min_seconds} s)")
+
+
+def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, bytes]:
+    """One manifest item -> the tar members of its sample (raises on bad audio)."""
+    import soundfile as sf
+
+    path = item["audio"]
+    if not os.path.exists(path):
+        raise ValueError("audio file not found")
+    check_audio(path, cfg.min_seconds)
+    codes = tok.encode_audio(path)
+    if codes.n_frames == 0:
+        raise ValueError("audio encodes to 0 frames")
+    extra = {k: v for k, v in item.items() if k not in ("audio", "text")}
+    meta = {
+        **extra,
+        "source": path,
+        "duration": round(codes.duration, 6),
+        "sample_rate": codes.sample_rate,
+        "n_samples": codes.n_samples,
+        "codec": codes.codec,
+        "codebooks": codes.n_codebooks,
+        "frames": codes.n_frames,
+        "frame_rate": tok.frame_rate,
+        "layout_hash": tok.layout.hash,
+    }
+    members = {
+        f"{key}.codes.npy": _npy(codes.codes.astype(np.int16)),
+        f"{key}.txt": item["text"].encode(),
+        f"{key}.json": json.dumps(meta, ensure_ascii=False).encode(),
+    }
+    if codes.scales is not None:
+        members[f"{key}.scales.npy"] = _npy(codes.scales.astype(np.float32))
+    if cfg.include_audio:
+        if path.lower().endswith(".flac"):
+            members[f"{key}.flac"] = Path(path).read_bytes()
+        else:
+            wav, sr = sf.read(path, dtype="float32", always_2d=True)
+            buf = io.BytesIO()
+            sf.write(buf, wav, sr, format="FLAC", subtype="PCM_16")
+            members[f"{key}.flac"] = buf.getvalue()
+    return members
+
+
+# ---- one shard (runs in a worker) ---------------------------------------------------------------
+_TOKENIZER = None  # per worker process: loaded once by _init_worker
+
+
+def _init_worker(tokenizer_dir: str) -> None:
+    import torch
+
+    from mmtok.tokenizer.multimodal import MultimodalTokenizer
+
+    global _TOKENIZER
+    torch.set_num_threads(1)  # one process per core; intra-op threads would fight
+    _TOKENIZER = MultimodalTokenizer.from_pretrained(tokenizer_dir)
+
+
+def write_shard(job) -> dict:
+    """Encode a shard's items into `<name>.tar` (aside, then renamed); returns its record."""
+    out, name, numbered, cfg, plan_hash, manifest = job  # numbered: [(manifest index, item)]
+    tmp = out / f"{name}.tmp"
+    samples, skipped = 0, []
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i, item in numbered:
+            try:
+                members = encode_sample(_TOKENIZER, sample_key(i, item), item, cfg)
+            except Exception as e:  # one bad file never ends the job; it goes to the report
+                skipped.append({"manifest": manifest, "line": i + 1, "audio": item["audio"],
+                                "reason": f"{type(e).__name__}: {e}"})  # fmt: skip
+                continue
+            for member, data in members.items():
+                _add(tar, member, data)
+            samples += 1
+    record = {"url": name, "samples": samples, "bytes": tmp.stat().st_size, "skipped": skipped,
+              "plan": plan_hash}  # fmt: skip
+    part = out / PARTS / f"{name}.json"
+    part.with_suffix(".tmp").write_text(json.dumps(record))
+    os.replace(part.with_suffix(".tmp"), part)  # record first: a tar under its name is complete
+    os.replace(tmp, out / name)
+    return record
+
+
+def shard_manifest(manifest, tokenizer_dir, out, split: str | None = None,
+                   cfg: ShardConfig | None = None, progress: bool = True) -> dict:
+    """Shard a manifest; returns {"shards", "samples", "skipped", "reused"}. Resumable."""
+    from tqdm import tqdm
+
+    from mmtok.tokenizer.multimodal import MultimodalTokenizer
+
+    cfg = cfg or ShardConfig()
+    manifest, out = Path(manifest), Path(out)
+    split = split or manifest.name.split(".")[0]
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
+        raise ValueError(f"split name {split!r} must be letters, digits, '_' or '-'")
+    items = read_manifest(manifest)
+    if not items:
+        raise ValueError(f"manifest {manifest} has no items")
+    tok = MultimodalTokenizer.from_pretrained(tokenizer_dir)
+    (out / PARTS).mkdir(parents=True, exist_ok=True)
+    plan = plan_shards(items, tok.frame_rate, tok.config.n_codebooks, cfg)
+    names = [f"{split}-{s:06d}.tar" for s in range(len(plan))]
+    records, jobs = {}, []
+    for name, indices in zip(names, plan):
+        h = _plan_hash(items, indices)
+        part = out / PARTS / f"{name}.json"
+        if (out / name).exists() and part.exists() and json.loads(part.read_text()).get("plan") == h:
+            records[name] = json.loads(part.read_text())  # finished by an earlier run: keep
+        else:
+            jobs.append((out, name, [(i, items[i]) for i in indices], cfg, h, str(manifest)))
+    reused = len(records)
+    total = sum(len(p) for p, n in zip(plan, names) if n not in records)
+    with tqdm(total=total, desc=f"shard {split}", unit="sample", disable=not progress) as bar:
+        if cfg.workers <= 1 or len(jobs) <= 1:
+            _init_worker(str(tokenizer_dir))
+            results = map(write_shard, jobs)
+            pool = None
+        else:
+            import multiprocessing as mp
+
+            pool = mp.get_context("spawn").Pool(min(cfg.workers, len(jobs)), _init_worker, (str(tokenizer_dir),))
+            results = pool.imap_unordered(write_shard, jobs)
+        for rec in results:
+            records[rec["url"]] = rec
+            bar.update(rec["samples"] + len(rec["skipped"]))
+        if pool is not None:
+            pool.close()
+            pool.join()
+    for stale in out.glob(f"{split}-*.tar"):  # shards of an older, longer plan
+        if stale.name not in records:
+            stale.unlink()
+    ordered = [records[n] for n in names]
+    index = [r for r in _read_index(out) if r.get("split") != split]
+    index += [{"url": r["url"], "split": split, "samples": r["samples"], "bytes": r["bytes"],
+               "skipped": len(r["skipped"])} for r in ordered]  # fmt: skip
+    write_jsonl(out / INDEX, index)
+    report = [s for r in ordered for s in r["skipped"]]
+    write_jsonl(out / f"{split}-report.jsonl", report)
+    return {"split": split, "shards": len(ordered), "samples": sum(r["samples"] for r in ordered),
+            "skipped": len(report), "reused": reused, "index": str(out / INDEX)}  # fmt: skip
+
+
+def _read_index(out: Path) -> list[dict]:
+    path = out / INDEX
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -1,0 +1,236 @@
+"""Streaming samples from WebDataset shards: split by rank and worker (or resampled), shuffled.
+
+Shards are read with webdataset's own tar readers (`url_opener` -> `tar_file_expander` ->
+`group_by_keys`), so local paths, http(s) URLs and `pipe:` commands (object stores:
+`pipe:aws s3 cp s3://bucket/train-000000.tar -`) all work. What is ours is the order and the state,
+because exact resume needs both to be explicit:
+
+- non-resampled: every epoch, all ranks shuffle the shard list with the same seed, then rank r
+  takes shards[r::world] and worker w of it takes [w::workers] (webdataset's split_by_node then
+  split_by_worker); across ranks x workers each sample is seen exactly once per epoch.
+- resampled: each (rank, worker) draws shards with replacement from its own seeded generator and
+  an epoch is `epoch_samples / (world * workers)` samples; any shard count works.
+- a shuffle buffer (reservoir style) mixes samples across shards.
+- a corrupt sample (bad npy/json, missing member) or a broken tar (truncated, unreadable) is
+  logged, counted in `corrupt`, and skipped.
+
+`ShardStream.state_dict()` is everything needed to continue exactly: epoch, shard position, samples
+already read from the current shard, the buffered samples and the generator state.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from mmtok.tokenizer.codes import AudioCodes
+
+log = logging.getLogger(__name__)
+
+
+class CorruptSampleError(ValueError):
+    """A shard sample that cannot be decoded (the message names shard and key)."""
+
+
+def resolve_shards(spec) -> list[str]:
+    """Shard URLs from: a list, a brace pattern ("train-{000000..000009}.tar"), several joined by
+    "::", a `shards.jsonl` index (with `split=` filtering by "index.jsonl#split"), or a directory
+    (every *.tar in it, sorted)."""
+    from webdataset.shardlists import expand_urls
+
+    if isinstance(spec, (list, tuple)):
+        return [u for s in spec for u in resolve_shards(s)]
+    spec = str(spec)
+    path, _, split = spec.partition("#")
+    if path.endswith(".jsonl") and Path(path).is_file():
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        base = Path(path).parent
+        return [str(base / r["url"]) for r in rows if not split or r.get("split") == split]
+    if Path(spec).is_dir():
+        return sorted(str(p) for p in Path(spec).glob("*.tar"))
+    return expand_urls(spec)
+
+
+@dataclass
+class Sample:
+    key: str  # WebDataset key (unique in the data set)
+    url: str  # shard it came from
+    codes: AudioCodes
+    text: str
+    meta: dict  # the shard's json (manifest fields, duration, codec, ...)
+
+    def to_state(self) -> dict:
+        c = self.codes
+        return {"key": self.key, "url": self.url, "codes": torch.from_numpy(c.codes.astype(np.int16)),
+                "n_samples": c.n_samples, "sample_rate": c.sample_rate, "codec": c.codec,
+                "scales": None if c.scales is None else torch.from_numpy(c.scales),
+                "frames_per_segment": c.frames_per_segment, "text": self.text,
+                "meta": json.dumps(self.meta)}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, s: dict) -> "Sample":
+        scales = None if s["scales"] is None else s["scales"].numpy()
+        codes = AudioCodes(s["codes"].numpy(), s["n_samples"], s["sample_rate"], s["codec"], scales,
+                           s["frames_per_segment"])  # fmt: skip
+        return cls(s["key"], s["url"], codes, s["text"], json.loads(s["meta"]))
+
+
+def decode_sample(raw: dict, layout_hash: str | None = None) -> Sample:
+    """A grouped tar sample -> Sample. Never unpickles (np.load allow_pickle=False)."""
+    from mmtok.tokenizer.layout import LayoutMismatchError
+
+    where = f"{raw.get('__url__')}: sample {raw.get('__key__')!r}"
+    missing = [m for m in ("codes.npy", "txt", "json") if m not in raw]
+    if missing:
+        raise CorruptSampleError(f"{where}: missing {', '.join(missing)}")
+    try:
+        codes = np.load(io.BytesIO(raw["codes.npy"]), allow_pickle=False)
+        meta = json.loads(raw["json"])
+        text = raw["txt"].decode("utf-8")
+        scales = np.load(io.BytesIO(raw["scales.npy"]), allow_pickle=False) if "scales.npy" in raw else None
+    except Exception as e:
+        raise CorruptSampleError(f"{where}: cannot decode ({type(e).__name__}: {e})") from None
+    if codes.ndim != 2 or codes.shape[1] == 0 or codes.min() < 0:
+        raise CorruptSampleError(f"{where}: codes.npy has shape {codes.shape}, expected (K, T>0) of codes >= 0")
+    if layout_hash is not None and meta.get("layout_hash") != layout_hash:
+        raise LayoutMismatchError(  # a configuration error, not a corrupt sample: stop loudly
+            f"{where} was made with vocabulary layout {meta.get('layout_hash')}, this tokenizer's is "
+            f"{layout_hash}; re-shard with this tokenizer"
+        )
+    ac = AudioCodes(codes.astype(np.int64), int(meta["n_samples"]), int(meta["sample_rate"]), meta["codec"],
+                    scales, meta.get("frames_per_segment"))  # fmt: skip
+    return Sample(raw["__key__"], raw.get("__url__", ""), ac, text, meta)
+
+
+def iter_shard(url: str, skip: int, on_error) -> Iterator[dict]:
+    """Raw grouped samples of one shard, the first `skip` left out; errors go to `on_error`
+    (which logs and counts them) and end the shard instead of the job."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
+
+    def handler(exn: Exception) -> bool:
+        on_error(f"{url}: broken shard ({type(exn).__name__}: {exn.args[0] if exn.args else exn})")
+        return True  # go on with what can be read
+
+    samples = group_by_keys(tar_file_expander(url_opener([{"url": url}], handler=handler), handler=handler),
+                            handler=handler)  # fmt: skip
+    for i, raw in enumerate(samples):
+        if i >= skip:
+            yield raw
+
+
+@dataclass
+class StreamConfig:
+    seed: int = 0  # shuffles shard order, the buffer and resampling
+    shuffle_buffer: int = 256  # samples held for shuffling (0 = no sample shuffle)
+    resampled: bool = False  # draw shards with replacement (infinite; any shard count works)
+    epoch_samples: int | None = None  # resampled: samples per epoch over ALL ranks and workers
+    epochs: int | None = None  # stop after this many epochs (None: forever, training's default)
+
+
+class ShardStream:
+    """The samples one (rank, worker) reads, as an iterator with exact state."""
+
+    def __init__(self, urls: list[str], cfg: StreamConfig, rank: int = 0, world_size: int = 1,
+                 worker: int = 0, num_workers: int = 1, layout_hash: str | None = None):
+        if not urls:
+            raise ValueError("no shards given")
+        if not cfg.resampled and len(urls) < world_size * num_workers:
+            raise ValueError(
+                f"{len(urls)} shard(s) for {world_size} rank(s) x {num_workers} worker(s): every "
+                f"worker needs at least one shard. Write more, smaller shards (`mmtok data shard "
+                f"--max-samples`), use fewer workers, or set resampled=True"
+            )
+        if cfg.resampled and not cfg.epoch_samples:
+            raise ValueError("resampled streams need epoch_samples (samples per epoch, all ranks)")
+        self.urls, self.cfg, self.layout_hash = list(urls), cfg, layout_hash
+        self.rank, self.world, self.worker, self.workers = rank, world_size, worker, num_workers
+        self.epoch, self.shard_pos, self.sample_pos, self.epoch_read = 0, 0, 0, 0
+        self.corrupt = 0  # samples / shards skipped as corrupt
+        self.rng = np.random.default_rng([cfg.seed, rank, worker, 7919])  # shuffle buffer draws
+        self.buffer: list[Sample] = []
+
+    # ---- which shards -----------------------------------------------------------------------------
+    def epoch_shards(self, epoch: int) -> list[str]:
+        """Non-resampled: this worker's shards for `epoch` (same permutation on every rank)."""
+        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.urls))
+        mine = order[self.rank :: self.world][self.worker :: self.workers]
+        return [self.urls[i] for i in mine]
+
+    def resampled_shard(self, epoch: int, pos: int) -> str:
+        rng = np.random.default_rng([self.cfg.seed, epoch, self.rank, self.worker, pos])
+        return self.urls[int(rng.integers(len(self.urls)))]
+
+    def _per_worker_epoch(self) -> int:
+        return max(1, self.cfg.epoch_samples // (self.world * self.workers))
+
+    # ---- reading ----------------------------------------------------------------------------------
+    def _on_error(self, message: str) -> None:
+        self.corrupt += 1
+        log.warning("skipping corrupt data: %s", message)
+
+    def _read(self) -> Iterator[Sample]:
+        """Decoded samples in shard order (no buffer), advancing the position state."""
+        while self.cfg.epochs is None or self.epoch < self.cfg.epochs:
+            if self.cfg.resampled:
+                if self.epoch_read >= self._per_worker_epoch():
+                    self.epoch, self.shard_pos, self.sample_pos, self.epoch_read = self.epoch + 1, 0, 0, 0
+                    continue
+                url = self.resampled_shard(self.epoch, self.shard_pos)
+            else:
+                shards = self.epoch_shards(self.epoch)
+                if self.shard_pos >= len(shards):
+                    self.epoch, self.shard_pos, self.sample_pos, self.epoch_read = self.epoch + 1, 0, 0, 0
+                    continue
+                url = shards[self.shard_pos]
+            for raw in iter_shard(url, self.sample_pos, self._on_error):
+                self.sample_pos += 1
+                try:
+                    sample = decode_sample(raw, self.layout_hash)
+                except CorruptSampleError as e:
+                    self._on_error(str(e))
+                    continue
+                self.epoch_read += 1
+                yield sample
+                if self.cfg.resampled and self.epoch_read >= self._per_worker_epoch():
+                    break
+            else:
+                self.shard_pos, self.sample_pos = self.shard_pos + 1, 0
+                continue
+            self.shard_pos, self.sample_pos = self.shard_pos + 1, 0  # resampled epoch ended mid-shard
+
+    def __iter__(self) -> Iterator[Sample]:
+        """Shuffled samples: a new sample replaces a random buffered one, which is yielded."""
+        size = self.cfg.shuffle_buffer
+        for sample in self._read():
+            if size <= 0:
+                yield sample
+                continue
+            if len(self.buffer) < size:
+                self.buffer.append(sample)
+                continue
+            j = int(self.rng.integers(size))
+            out, self.buffer[j] = self.buffer[j], sample
+            yield out
+        while self.buffer:  # finite stream: drain in random order
+            yield self.buffer.pop(int(self.rng.integers(len(self.buffer))))
+
+    # ---- exact resume -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "shard_pos": self.shard_pos, "sample_pos": self.sample_pos,
+                "epoch_read": self.epoch_read, "corrupt": self.corrupt, "rng": self.rng.bit_generator.state,
+                "buffer": [s.to_state() for s in self.buffer], "n_urls": len(self.urls)}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["n_urls"] != len(self.urls):
+            raise ValueError(f"stream state is for {state['n_urls']} shards, this stream has {len(self.urls)}")
+        self.epoch, self.shard_pos, self.sample_pos = state["epoch"], state["shard_pos"], state["sample_pos"]
+        self.epoch_read, self.corrupt = state["epoch_read"], state["corrupt"]
+        self.rng.bit_generator.state = state["rng"]
+        self.buffer = [Sample.from_state(s) for s in state["buffer"]]

@@ -1,0 +1,1 @@
+"""The main job end to end (`mmtok demo`): see mmtok/demo/pipeline.py."""

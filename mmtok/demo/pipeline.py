@@ -1,0 +1,199 @@
+"""The main job end to end: real music -> codec -> tokenizer -> shards -> training -> captions -> report.
+
+Every stage writes under one output directory (default `runs/demo/`), shows progress, is skipped
+when its output is complete (a marker records the parameters it was made with; change them and
+the stage runs again), and can be run alone (`mmtok demo --stage train`). The same path with a
+bigger corpus and config is what runs on a cluster.
+
+    OUT/corpus/      demo corpus: audio/, {train,valid,test}.jsonl, captions.txt
+    OUT/codec/       fitted codec (only when pretrained EnCodec weights are not available)
+    OUT/tokenizer/   the tokenizer the model is trained with
+    OUT/shards/      WebDataset shards: train-*.tar, valid-*.tar, test-*.tar, shards.jsonl
+    OUT/train/       checkpoints/ (the final one is what `mmtok caption/eval --checkpoint` take),
+                     metrics.jsonl, wandb/ (offline run files)
+    OUT/eval/        eval.json, eval.md: captions of the unseen test clips and their scores
+    OUT/report/      results.md, results.json, loss_curves.png, generated.wav
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STAGES = ("corpus", "codec", "tokenizer", "shards", "train", "eval", "report")
+
+
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"  # everything lands under this directory
+    size: str = "default"  # demo corpus size: smoke (minutes, for CI) | default | large (hours)
+    seed: int = 0  # corpus plan, codec fit, training: the whole run is deterministic from it
+    codec: str = "auto"  # auto: pretrained encodec_24khz if its weights are on disk, else fit one; or a name/path
+    codec_preset: str = "small"  # `mmtok codec fit` preset when fitting
+    codec_minutes: float = 4.0  # wall-clock budget of the codec fit
+    bandwidth: float | None = None  # codec bandwidth in kbps (None: the codec's default)
+    n_codebooks: int = 2  # codebooks per frame the model sees (the token budget's main lever)
+    vocab_size: int = 600  # SentencePiece pieces (captions use a small vocabulary)
+    config: str = "configs/demo.yaml"  # training preset
+    train_minutes: float = 25.0  # training budget (wall clock); the run stops and checkpoints then
+    overrides: list[str] = field(default_factory=list)  # extra dotted overrides for training
+    generate_prompt: str = "a slow piano piece in D minor, in 3/4"  # text for the generated sample
+    generate_seconds: float = 4.0  # length of the generated sample
+
+
+class Stage:
+    """Completion marker for one stage: OUT/.stages/<name>.json holds the parameters it ran with."""
+
+    def __init__(self, cfg: DemoConfig, name: str, params: dict):
+        self.name = name
+        self.params = params
+        self.marker = Path(cfg.out) / ".stages" / f"{name}.json"
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def done(self) -> bool:
+        if not self.marker.exists():
+            return False
+        return json.loads(self.marker.read_text()).get("fingerprint") == self.fingerprint
+
+    def complete(self, result: dict) -> None:
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "params": self.params, "result": result},
+                                  indent=2, default=str))
+        os.replace(tmp, self.marker)
+
+    def result(self) -> dict:
+        return json.loads(self.marker.read_text())["result"]
+
+
+class DemoPipeline:
+    def __init__(self, cfg: DemoConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+
+    def path(self, *parts) -> Path:
+        return self.out.joinpath(*parts)
+
+    # ---- stages, in order -------------------------------------------------------------------------
+    def corpus(self) -> dict:
+        from mmtok.data.corpus import build_demo_corpus
+
+        return build_demo_corpus(self.path("corpus"), size=self.cfg.size, seed=self.cfg.seed)
+
+    def codec(self) -> dict:
+        """Pretrained EnCodec when its weights are available, else a codec fitted on the train audio."""
+        from mmtok.tokenizer.codec import pretrained_available
+        from mmtok.tokenizer.codec_fit import fit_codec
+
+        spec = self.cfg.codec
+        if spec == "auto":
+            spec = "encodec_24khz" if pretrained_available("encodec_24khz") else "fit"
+        if spec != "fit":
+            return {"codec": spec}
+        out = fit_codec(self.path("corpus", "train.jsonl"), self.path("codec"), minutes=self.cfg.codec_minutes,
+                        preset=self.cfg.codec_preset, seed=self.cfg.seed)
+        return {"codec": str(out)}
+
+    def tokenizer(self) -> dict:
+        from mmtok.tokenizer.multimodal import MultimodalTokenizer
+
+        codec = self._result("codec")["codec"]
+        tok = MultimodalTokenizer.build(
+            text_files=[self.path("corpus", "captions.txt")], codec=codec, out=self.path("tokenizer"),
+            bandwidth=self.cfg.bandwidth, vocab_size=self.cfg.vocab_size, n_codebooks=self.cfg.n_codebooks,
+            overwrite=True,
+        )
+        return {"tokenizer": str(self.path("tokenizer")), "vocab_size": len(tok), "layout": tok.layout.hash,
+                "frame_rate": tok.frame_rate, "n_codebooks": tok.layout.n_codebooks}
+
+    def shards(self) -> dict:
+        from mmtok.data.shard import shard_manifest
+
+        return {
+            split: shard_manifest(self.path("corpus", f"{split}.jsonl"), self.path("tokenizer"), self.path("shards"),
+                                  split=split)
+            for split in ("train", "valid", "test")
+        }
+
+    def train(self) -> dict:
+        from mmtok.config import load_config
+        from mmtok.training.loop import train
+
+        cfg = load_config(self.cfg.config, self.train_overrides())
+        return train(cfg)
+
+    def train_overrides(self) -> list[str]:
+        shards = self.path("shards", "shards.jsonl")
+        return [
+            f"tokenizer={self.path('tokenizer')}",
+            f"data.train_shards={shards}#train",
+            f"data.valid_shards={shards}#valid",
+            f"train.out_dir={self.path('train')}",
+            f"train.max_minutes={self.cfg.train_minutes}",
+            f"train.seed={self.cfg.seed}",
+            "wandb.mode=offline",
+            *self.cfg.overrides,
+        ]
+
+    def eval(self) -> dict:
+        from mmtok.eval.evaluate import evaluate
+        from mmtok.eval.report import write_report
+        from mmtok.generate.captioner import Captioner
+
+        captioner = Captioner.from_checkpoint(self.path("train"))
+        report = evaluate(captioner, self.path("corpus", "test.jsonl"),
+                          shards=f"{self.path('shards', 'shards.jsonl')}#test", run_config=captioner.run_config,
+                          attributes=True)
+        json_path, md_path = write_report(self.path("eval"), report)
+        return {"json": str(json_path), "markdown": str(md_path)}
+
+    def report(self) -> dict:
+        from mmtok.demo.report import write_demo_report
+
+        return write_demo_report(self)
+
+    # ---- driver -----------------------------------------------------------------------------------
+    def stage_params(self, name: str) -> dict:
+        c = self.cfg
+        params = {
+            "corpus": {"size": c.size, "seed": c.seed},
+            "codec": {"codec": c.codec, "preset": c.codec_preset, "minutes": c.codec_minutes, "seed": c.seed},
+            "tokenizer": {"bandwidth": c.bandwidth, "n_codebooks": c.n_codebooks, "vocab_size": c.vocab_size},
+            "shards": {},
+            "train": {"config": c.config, "overrides": self.train_overrides()},
+            "eval": {},
+            "report": {"prompt": c.generate_prompt, "seconds": c.generate_seconds},
+        }[name]
+        # A stage is only as fresh as what it was made from: chain the earlier stages' parameters.
+        before = STAGES[: STAGES.index(name)]
+        return {"own": params, "upstream": [self.stage_params(s)["own"] for s in before]}
+
+    def _result(self, name: str) -> dict:
+        stage = Stage(self.cfg, name, self.stage_params(name))
+        if not stage.done():
+            raise RuntimeError(f"stage {name!r} has not completed in {self.out}: run `mmtok demo --stage {name}` first")
+        return stage.result()
+
+    def run(self, stages=STAGES, force: bool = False) -> None:
+        unknown = set(stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGES)}")
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "demo_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        for name in (s for s in STAGES if s in stages):
+            stage = Stage(self.cfg, name, self.stage_params(name))
+            if stage.done() and not force:
+                print(f"[demo] {name}: already complete, skipped", flush=True)
+                continue
+            print(f"[demo] {name}: running", flush=True)
+            t0 = time.perf_counter()
+            result = getattr(self, name)()
+            stage.complete(result if isinstance(result, dict) else {"result": result})
+            print(f"[demo] {name}: done in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -1,0 +1,99 @@
+"""`mmtok eval`: caption a manifest, score the captions, measure held-out perplexity, report.
+
+    report = evaluate(captioner, "data/test.jsonl", shards="shards/test", attributes=True)
+    write_report("runs/demo/eval", report)
+
+Every manifest item is encoded first (its first `seconds`, as `mmtok caption` does); an
+unreadable item is skipped and listed under "skipped" with the reason, so one bad file does not
+cost a long run. References are the item's `text`, plus its `references` list when present
+(several references per clip, as in AudioCaps/Clotho test sets).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from mmtok.data.manifest import read_manifest
+from mmtok.eval.caption_metrics import caption_metrics
+
+log = logging.getLogger("mmtok.eval")
+
+
+def references_of(item: dict) -> list[str]:
+    extra = item.get("references") or []
+    if isinstance(extra, str):
+        extra = [extra]
+    return [item["text"], *(r for r in extra if isinstance(r, str) and r.strip() and r != item["text"])]
+
+
+def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool = False, limit: int | None = None,
+             meteor: bool = True, ppl_batches: int = 50, device: str = "cpu") -> dict:
+    """The report dict (see `mmtok.eval.report` for how it is written).
+
+    shards: held-out shard directory or pattern for per-modality perplexity (needs `run_config`,
+        whose data pipeline, templates and sequence length are reused); None skips perplexity.
+    """
+    items = read_manifest(manifest)
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        raise ValueError(f"manifest {manifest} has no items")
+    t0 = time.perf_counter()
+    codes, kept, skipped = [], [], []
+    for item in items:
+        try:
+            codes.append(captioner.encode(item["audio"]))
+            kept.append(item)
+        except (OSError, ValueError) as e:
+            skipped.append({"audio": item["audio"], "error": str(e)})
+            print(f"mmtok eval: skipping {item['audio']}: {e}", file=sys.stderr)
+    if not kept:
+        raise ValueError(f"no audio in {manifest} could be read (first error: {skipped[0]['error']})")
+    t_encode = time.perf_counter() - t0
+    captions = captioner.caption_codes(codes)
+    t_caption = time.perf_counter() - t0 - t_encode
+    refs = [references_of(item) for item in kept]
+    scores = caption_metrics(captions, refs, meteor=meteor)
+
+    report = {
+        "checkpoint": str(getattr(captioner, "source", "<in-memory model>")),
+        "manifest": str(manifest),
+        "n_captions": len(captions),
+        "seconds_per_clip": captioner.config.seconds or round(captioner.max_seconds(), 3),
+        "generation": {k: v for k, v in vars(captioner.config.generation).items() if k != "stop_ids"},
+        "caption_metrics": scores.corpus,
+        "timing_s": {"encode": round(t_encode, 2), "caption": round(t_caption, 2)},
+    }
+    if attributes:
+        from mmtok.eval.attributes import demo_attribute_accuracy
+
+        report["attributes"] = {k: v.to_dict() for k, v in demo_attribute_accuracy(captions, kept).items()}
+    if shards is not None:
+        report["perplexity"] = heldout_perplexity(captioner.model, captioner.tokenizer, run_config, shards,
+                                                  ppl_batches, device)
+    report["samples"] = [
+        {"audio": item["audio"], "reference": refs[i][0], "caption": captions[i], **scores.per_caption[i]}
+        for i, item in enumerate(kept)
+    ]
+    report["skipped"] = skipped
+    return report
+
+
+def heldout_perplexity(model, tokenizer, run_config, shards, max_batches: int, device: str = "cpu") -> dict:
+    """Per-modality perplexity over the first `max_batches` batches of the held-out `shards`,
+    read by the training data pipeline (same templates and packing) in a fixed order."""
+    from mmtok.eval.perplexity import modality_perplexity
+
+    if run_config is None:
+        raise ValueError("perplexity needs the run config (its data pipeline settings)")
+    data = replace(run_config.data, valid_shards=str(shards))
+    batches = data.build(tokenizer, split="valid")
+    return modality_perplexity(model, batches, device=device, max_batches=max_batches)
+
+
+def default_out_dir(checkpoint) -> Path:
+    return Path(checkpoint) / "eval"

@@ -1,0 +1,182 @@
+"""Captioning: audio -> codes -> the training prompt -> text-only generation -> a caption.
+
+    cap = Captioner.from_checkpoint("runs/demo")          # or Captioner(model, tokenizer)
+    cap(wav, 44100)                                       # one waveform -> str
+    cap.caption_batch(["a.wav", "b.flac"])                # files, waveforms or AudioCodes
+    cap.caption_windows("long.wav", window=10.0)          # [(start_s, end_s, caption), ...]
+
+The prompt is `mmtok.data.templates.caption_prompt_ids`, the very builder training used, so a
+model trained by train/pretrain.py captions without extra configuration. Generation goes through
+the engine with a `TextConstraint`: a caption can only hold text ids, then `<eos>`.
+
+How much audio: the first `seconds` of each input (default: as many whole frames as fit the
+context next to the longest caption), read from the start of the file only, so a one-hour file
+costs no more than a short one. Training cropped long clips the same way (whole frames).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from mmtok.data.templates import audio_token_cost, caption_prompt_ids, crop_codes
+from mmtok.generate.constraints import TextConstraint
+from mmtok.generate.engine import generate
+from mmtok.generate.sampling import GenerationConfig
+from mmtok.tokenizer.codes import AudioCodes
+from mmtok.tokenizer.layout import LayoutMismatchError
+
+
+@dataclass
+class CaptionConfig:
+    seconds: float | None = None  # caption the first N seconds; None = the most that fits the context
+    instruction: str | None = None  # optional instruction after <task_caption> (training used none half the time)
+    batch_size: int = 8  # prompts decoded together (left-padded to one length)
+    generation: GenerationConfig = field(
+        default_factory=lambda: GenerationConfig(max_new_tokens=96, greedy=True)
+    )  # decoding: greedy by default, so evaluation is deterministic
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare Transformer under a DDP wrapper (FSDP2 shards in place and needs no unwrapping)."""
+    return model.module if hasattr(model, "module") and hasattr(model.module, "config") else model
+
+
+def check_model_fits(model, tokenizer) -> None:
+    """The model's embedding must hold every id of the tokenizer's layout."""
+    vocab = model.config.vocab_size
+    if vocab < tokenizer.layout.audio_end:
+        raise LayoutMismatchError(
+            f"model has {vocab} vocabulary rows but the tokenizer's layout ({tokenizer.layout.hash}) "
+            f"uses ids up to {tokenizer.layout.audio_end}: the model was trained with another tokenizer"
+        )
+
+
+class Captioner:
+    def __init__(self, model: torch.nn.Module, tokenizer, config: CaptionConfig | None = None):
+        self.model = unwrap(model)
+        self.tokenizer = tokenizer
+        self.config = config or CaptionConfig()
+        self.config.generation.validate()
+        check_model_fits(self.model, tokenizer)
+        self.constraint = TextConstraint(tokenizer.layout)
+        self.source = "<in-memory model>"  # what reports name as the model
+        self.run_config = None  # the RunConfig, when loaded from a checkpoint
+
+    @classmethod
+    def from_checkpoint(cls, path, config: CaptionConfig | None = None, device: str = "cpu") -> "Captioner":
+        """A run directory (its latest checkpoint) or a step directory."""
+        from mmtok.training.checkpoint import load_for_inference, resolve_checkpoint
+
+        model, run_config, tokenizer = load_for_inference(path, device=device)
+        captioner = cls(model, tokenizer, config)
+        captioner.source, captioner.run_config = str(resolve_checkpoint(path)), run_config
+        return captioner
+
+    # ---- how much audio fits --------------------------------------------------------------------
+    @property
+    def max_new_tokens(self) -> int:
+        return self.config.generation.max_new_tokens
+
+    def _prompt_overhead(self) -> int:
+        return len(caption_prompt_ids(self.tokenizer, [self.tokenizer.layout.soa_id, self.tokenizer.layout.eoa_id],
+                                      self.config.instruction)) - 2  # the task head and instruction
+
+    def max_frames(self) -> int:
+        """Most audio frames a prompt can hold with room left for a `max_new_tokens` caption."""
+        fixed, per_frame = audio_token_cost(self.tokenizer)
+        room = self.model.config.max_seq_len - self.max_new_tokens - self._prompt_overhead() - fixed
+        return room // per_frame
+
+    def max_seconds(self) -> float:
+        return self.max_frames() / self.tokenizer.frame_rate
+
+    def _frames_wanted(self) -> int:
+        limit = self.max_frames()
+        if limit < 1:
+            raise ValueError(
+                f"no audio fits: the model's context is {self.model.config.max_seq_len} tokens and "
+                f"max_new_tokens={self.max_new_tokens}; lower max_new_tokens"
+            )
+        if self.config.seconds is None:
+            return limit
+        if self.config.seconds <= 0:
+            raise ValueError(f"seconds must be positive, got {self.config.seconds}")
+        frames = math.ceil(self.config.seconds * self.tokenizer.frame_rate)
+        if frames > limit:
+            raise ValueError(
+                f"prompt too long for the context: {self.config.seconds:g} s of audio is {frames} frames, but "
+                f"a {self.model.config.max_seq_len}-token context with max_new_tokens={self.max_new_tokens} "
+                f"holds at most {limit} frames ({self.max_seconds():.2f} s); use --seconds <= that or --windows"
+            )
+        return frames
+
+    # ---- audio -> codes -------------------------------------------------------------------------
+    def encode(self, audio, sample_rate: int | None = None, n_frames: int | None = None) -> AudioCodes:
+        """A file path, waveform ((n,) or (C, n) with `sample_rate`) or AudioCodes -> the codes of
+        its first `n_frames` frames (default: the frames the config asks for)."""
+        from mmtok.tokenizer.audio_io import AudioSource
+
+        n_frames = self._frames_wanted() if n_frames is None else n_frames
+        if not isinstance(audio, AudioCodes):
+            # Read just the prefix (plus one frame of slack for resampling) at the source rate.
+            with AudioSource(audio, sample_rate) as src:
+                seconds = (n_frames + 1) / self.tokenizer.frame_rate
+                wav = src.read(0, math.ceil(seconds * src.sample_rate))  # (C, n)
+                audio = self.tokenizer.encode_audio(wav, src.sample_rate)
+        return crop_codes(audio, 0, n_frames, self.tokenizer.config.hop)
+
+    # ---- captions -------------------------------------------------------------------------------
+    def prompt_ids(self, codes: AudioCodes) -> list[int]:
+        """The training template's captioning prompt for these codes."""
+        return caption_prompt_ids(self.tokenizer, self.tokenizer.codes_to_ids(codes), self.config.instruction)
+
+    @torch.no_grad()
+    def generate_ids(self, codes: Sequence[AudioCodes]) -> list[list[int]]:
+        """Generated ids per input (text ids, then `<eos>` unless max_new_tokens ran out)."""
+        prompts = [self.prompt_ids(c) for c in codes]
+        out: list[list[int]] = []
+        for i in range(0, len(prompts), self.config.batch_size):
+            out += generate(self.model, prompts[i : i + self.config.batch_size], self.config.generation,
+                            constraint=self.constraint, pad_id=self.tokenizer.layout.pad_id)
+        return out
+
+    def caption_codes(self, codes: Sequence[AudioCodes]) -> list[str]:
+        """Captions of already-encoded audio (cropped by the caller to fit the context)."""
+        eos = self.tokenizer.layout.eos_id
+        return [self.tokenizer.decode_text([i for i in ids if i != eos]).strip() for ids in self.generate_ids(codes)]
+
+    def caption_batch(self, audios: Sequence, sample_rate: int | None = None) -> list[str]:
+        """Captions of several inputs (paths, waveforms at `sample_rate`, (wav, sr) pairs, AudioCodes)."""
+        n_frames = self._frames_wanted()
+        codes = []
+        for a in audios:
+            wav, sr = a if isinstance(a, tuple) else (a, sample_rate)
+            codes.append(self.encode(wav, sr, n_frames))
+        return self.caption_codes(codes)
+
+    def __call__(self, audio, sample_rate: int | None = None) -> str:
+        return self.caption_batch([audio], sample_rate)[0]
+
+    def caption_windows(self, audio, sample_rate: int | None = None, window: float = 10.0,
+                        hop: float | None = None) -> list[tuple[float, float, str]]:
+        """Caption a long input window by window: [(start_s, end_s, caption), ...].
+
+        The whole input is encoded once and cut into windows on frame boundaries; the last window
+        may be shorter. `hop` defaults to `window` (no overlap)."""
+        hop = window if hop is None else hop
+        if window <= 0 or hop <= 0:
+            raise ValueError(f"window and hop must be positive, got {window} and {hop}")
+        fr, hop_samples = self.tokenizer.frame_rate, self.tokenizer.config.hop
+        win_frames, hop_frames = round(window * fr), max(1, round(hop * fr))
+        if win_frames > self.max_frames():
+            raise ValueError(f"prompt too long for the context: a {window:g} s window is {win_frames} frames, "
+                             f"the context holds {self.max_frames()} ({self.max_seconds():.2f} s)")
+        codes = audio if isinstance(audio, AudioCodes) else self.tokenizer.encode_audio(audio, sample_rate)
+        starts = range(0, max(1, codes.n_frames - win_frames + hop_frames), hop_frames)
+        windows = [crop_codes(codes, s, win_frames, hop_samples) for s in starts]
+        captions = self.caption_codes(windows)
+        return [(s / fr, min(s + win_frames, codes.n_frames) / fr, c) for s, c in zip(starts, captions)]

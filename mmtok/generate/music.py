@@ -1,0 +1,97 @@
+"""Text -> music: the training prompt, constrained audio generation, codec decoding.
+
+    wav, sr = generate_music(model, tokenizer, "a slow piano piece in D minor", seconds=5.0)
+    write_wav("x.wav", wav, sr)
+
+The prompt is `mmtok.data.templates.generate_prompt_ids` (`<bos> <task_generate> [instruction]
+caption <soa>`), as in training. An `AudioConstraint` forces exactly ceil(seconds * frame_rate)
+whole frames in the tokenizer's serialization order, then `<eoa>`, so the ids always decode; the
+waveform is trimmed to round(seconds * sample_rate) samples.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmtok.data.templates import generate_prompt_ids
+from mmtok.generate.captioner import check_model_fits, unwrap
+from mmtok.generate.constraints import AudioConstraint
+from mmtok.generate.engine import generate
+from mmtok.generate.sampling import GenerationConfig
+
+# Sampling, not argmax: greedy decoding of audio tokens collapses into loops (MusicGen samples
+# with top_k=250, temperature 1).
+DEFAULT_GENERATION = GenerationConfig(top_k=250, temperature=1.0)
+
+
+@torch.no_grad()
+def generate_music_batch(
+    model: torch.nn.Module,
+    tokenizer,
+    captions: Sequence[str],
+    seconds: float,
+    generation: GenerationConfig | None = None,
+    instruction: str | None = None,
+) -> tuple[list[np.ndarray], int]:
+    """One (C, n) float32 waveform of exactly round(seconds * sr) samples per caption, and sr."""
+    model = unwrap(model)
+    check_model_fits(model, tokenizer)
+    if not seconds > 0:
+        raise ValueError(f"seconds must be positive, got {seconds}")
+    if not captions:
+        raise ValueError("no captions to generate music for")
+    layout, cfg = tokenizer.layout, tokenizer.config
+    n_frames = math.ceil(seconds * tokenizer.frame_rate)
+    try:
+        constraint = AudioConstraint(layout, n_codebooks=cfg.n_codebooks, n_frames=n_frames,
+                                     pattern=cfg.serialization)
+    except NotImplementedError as e:  # scale-token (48 kHz) layouts
+        raise ValueError(str(e)) from None
+    prompts = [generate_prompt_ids(tokenizer, c, instruction) for c in captions]
+    longest = max(map(len, prompts)) + constraint.max_new_tokens
+    if longest > model.config.max_seq_len:
+        most = (model.config.max_seq_len - max(map(len, prompts)) - 1) // cfg.n_codebooks
+        raise ValueError(
+            f"prompt too long for the context: {seconds:g} s is {n_frames} frames x {cfg.n_codebooks} codebooks "
+            f"= {constraint.max_new_tokens} tokens after a {max(map(len, prompts))}-token prompt, but the model's "
+            f"context is {model.config.max_seq_len} tokens (at most {max(most, 0) / tokenizer.frame_rate:.2f} s here)"
+        )
+    gen = generation or DEFAULT_GENERATION
+    gen = replace(gen, max_new_tokens=constraint.max_new_tokens)
+    outputs = generate(model, prompts, gen, constraint=constraint, pad_id=layout.pad_id)
+    n_samples = round(seconds * tokenizer.sample_rate)
+    wavs = []
+    for ids in outputs:
+        wav, sr = tokenizer.decode_audio([layout.soa_id, *ids])  # ids end with <eoa>
+        wavs.append(wav[:, :n_samples])
+    return wavs, tokenizer.sample_rate
+
+
+def generate_music(model, tokenizer, caption: str, seconds: float, generation: GenerationConfig | None = None,
+                   instruction: str | None = None) -> tuple[np.ndarray, int]:
+    """(C, n) float32 waveform of `seconds` of music for `caption`, and its sample rate."""
+    wavs, sr = generate_music_batch(model, tokenizer, [caption], seconds, generation, instruction)
+    return wavs[0], sr
+
+
+def write_wav(path, wav: np.ndarray, sample_rate: int) -> Path:
+    """(C, n) or (n,) float waveform -> 16-bit PCM file, written aside and renamed into place."""
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    data = np.clip(wav.T if wav.ndim == 2 else wav, -1.0, 1.0)
+    try:
+        sf.write(tmp, data, sample_rate, subtype="PCM_16")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
