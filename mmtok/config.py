@@ -42,12 +42,14 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer steps to train for (the run ends at this step)
     global_batch_size: int | None = 32  # sequences per optimizer step, all ranks together
     global_batch_tokens: int | None = None  # or: tokens per step (overrides global_batch_size)
-    micro_batch_size: int = 8  # sequences per forward/backward on one rank; grad accumulation fills the rest
+    micro_batch_size: int = 8  # sequences per forward/backward on one rank (sets data.batch_size); accumulation fills the rest
     out_dir: str = "runs/default"  # checkpoints/, metrics.jsonl, wandb/ go here
     checkpoint_interval: int = 500  # save every N steps (and at the end, and on SIGTERM/SIGUSR1)
     keep_last_k: int = 3  # older step_* checkpoint directories are deleted
     resume: str = "auto"  # "auto": latest checkpoint in out_dir if any; "never"; or a checkpoint dir
-    eval_interval: int = 500  # run eval callbacks (sample captions) every N steps; 0 = never
+    eval_interval: int = 500  # every N steps: validation loss + sample captions (needs data.valid_shards); 0 = never
+    eval_sequences: int = 64  # held-out rows for the validation loss (read one row per batch, so a tiny split still counts)
+    eval_captions: int = 4  # held-out clips captioned into the wandb table; 0 = none
     log_interval: int = 10  # log metrics every N steps
     seed: int = 0  # seeds torch/numpy/random (the same on every rank: the model init must agree)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA with bf16, else fp32

@@ -16,4 +16,6 @@ pytest_plugins = [
     "tests.fixtures.tokenizer",
     "tests.fixtures.model",
     "tests.fixtures.checkpoint",
+    "tests.fixtures.data",
+    "tests.fixtures.training",
 ]

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
                         "(demo-corpus manifests) against the majority-class baseline")
     p.add_argument("--out", default=None, help="report directory (default: CHECKPOINT/eval)")
     p.add_argument("--limit", type=int, default=None, help="first N manifest items only")
-    p.add_argument("--ppl-batches", type=int, default=50, help="held-out batches for perplexity (default 50)")
+    p.add_argument("--ppl-rows", type=int, default=400,
+                   help="held-out rows (data.seq_len tokens each) for perplexity (default 400)")
     p.add_argument("--no-meteor", dest="meteor", action="store_false",
                    help="skip METEOR (saves a Java VM start, ~6 s)")
     add_caption_flags(p)
@@ -39,7 +40,7 @@ def run(args) -> int:
         captioner = Captioner.from_checkpoint(args.checkpoint, caption_config(args), device=args.device)
         report = evaluate(captioner, args.manifest, shards=args.shards, run_config=captioner.run_config,
                           attributes=args.attributes, limit=args.limit, meteor=args.meteor,
-                          ppl_batches=args.ppl_batches, device=args.device)
+                          ppl_rows=args.ppl_rows, device=args.device)
     json_path, md_path = write_report(args.out or default_out_dir(captioner.source), report)
     for name, value in report["caption_metrics"].items():
         print(f"{name}\t{value:.4f}")

@@ -31,7 +31,7 @@ def references_of(item: dict) -> list[str]:
 
 
 def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool = False, limit: int | None = None,
-             meteor: bool = True, ppl_batches: int = 50, device: str = "cpu") -> dict:
+             meteor: bool = True, ppl_rows: int = 400, device: str = "cpu") -> dict:
     """The report dict (see `mmtok.eval.report` for how it is written).
 
     shards: held-out shard directory or pattern for per-modality perplexity (needs `run_config`,
@@ -42,15 +42,19 @@ def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool
         items = items[:limit]
     if not items:
         raise ValueError(f"manifest {manifest} has no items")
+    # Perplexity first: it is quick, and bad --shards should fail before the long captioning part.
+    perplexity = None
+    if shards is not None:
+        perplexity = heldout_perplexity(captioner.model, captioner.tokenizer, run_config, shards, ppl_rows, device)
     t0 = time.perf_counter()
     codes, kept, skipped = [], [], []
-    for item in items:
+    for n, item in enumerate(items, 1):
         try:
             codes.append(captioner.encode(item["audio"]))
             kept.append(item)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError) as e:  # the message names the file
             skipped.append({"audio": item["audio"], "error": str(e)})
-            print(f"mmtok eval: skipping {item['audio']}: {e}", file=sys.stderr)
+            print(f"mmtok eval: skipping item {n} of {manifest}: {e}", file=sys.stderr)
     if not kept:
         raise ValueError(f"no audio in {manifest} could be read (first error: {skipped[0]['error']})")
     t_encode = time.perf_counter() - t0
@@ -72,9 +76,8 @@ def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool
         from mmtok.eval.attributes import demo_attribute_accuracy
 
         report["attributes"] = {k: v.to_dict() for k, v in demo_attribute_accuracy(captions, kept).items()}
-    if shards is not None:
-        report["perplexity"] = heldout_perplexity(captioner.model, captioner.tokenizer, run_config, shards,
-                                                  ppl_batches, device)
+    if perplexity is not None:
+        report["perplexity"] = perplexity
     report["samples"] = [
         {"audio": item["audio"], "reference": refs[i][0], "caption": captions[i], **scores.per_caption[i]}
         for i, item in enumerate(kept)
@@ -83,16 +86,24 @@ def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool
     return report
 
 
-def heldout_perplexity(model, tokenizer, run_config, shards, max_batches: int, device: str = "cpu") -> dict:
-    """Per-modality perplexity over the first `max_batches` batches of the held-out `shards`,
-    read by the training data pipeline (same templates and packing) in a fixed order."""
+def heldout_perplexity(model, tokenizer, run_config, shards, max_rows: int, device: str = "cpu") -> dict:
+    """Per-modality perplexity over the first `max_rows` packed rows of the held-out `shards`, read
+    by the training data pipeline (same templates, crops and packing) in a fixed order.
+
+    Rows go one per batch: the loader drops a last partial batch, which on a small held-out
+    set would be most of it."""
+    from mmtok.data.stream import resolve_shards
     from mmtok.eval.perplexity import modality_perplexity
 
     if run_config is None:
         raise ValueError("perplexity needs the run config (its data pipeline settings)")
-    data = replace(run_config.data, valid_shards=str(shards))
-    batches = data.build(tokenizer, split="valid")
-    return modality_perplexity(model, batches, device=device, max_batches=max_batches)
+    if not resolve_shards(str(shards)):
+        raise FileNotFoundError(f"no shards found for --shards {shards}")
+    data = replace(run_config.data, valid_shards=str(shards), batch_size=1)
+    try:
+        return modality_perplexity(model, data.build(tokenizer, split="valid"), device=device, max_batches=max_rows)
+    except ValueError as e:
+        raise ValueError(f"held-out shards {shards}: {e}") from None
 
 
 def default_out_dir(checkpoint) -> Path:

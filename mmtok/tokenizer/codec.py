@@ -17,10 +17,12 @@ Long audio is encoded window by window (see `Codec.encode`), so memory stays bou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +55,21 @@ def sha256_file(path) -> str:
 
 
 # ---- building models ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_weight_norm():
+    """encodec builds its convs with the deprecated torch.nn.utils.weight_norm; hide that warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+        yield
+
+
 def build_encodec(arch: dict):
     """An `encodec.EncodecModel` from a fitted codec's architecture dict (see codec_fit.PRESETS)."""
+    with _quiet_weight_norm():
+        return _build_encodec(arch)
+
+
+def _build_encodec(arch: dict):
     from encodec import EncodecModel
     from encodec.modules import SEANetDecoder, SEANetEncoder
     from encodec.quantization import ResidualVectorQuantizer
@@ -79,7 +94,8 @@ def _load_pretrained(name: str, repository):
     repository = repository or os.environ.get(ENV_REPOSITORY) or None
     if repository is None:
         try:
-            return factory(pretrained=True)  # encodec's own download (torch hub cache)
+            with _quiet_weight_norm():
+                return factory(pretrained=True)  # encodec's own download (torch hub cache)
         except Exception as e:
             raise FileNotFoundError(
                 f"cannot get pretrained {name} weights ({type(e).__name__}: {e}); offline, put "
@@ -87,11 +103,13 @@ def _load_pretrained(name: str, repository):
             ) from None
     repository = Path(repository)
     if (repository / official).is_file():
-        return factory(pretrained=True, repository=repository)
+        with _quiet_weight_norm():
+            return factory(pretrained=True, repository=repository)
     candidates = sorted(repository.glob(f"{name}-*.th"))
     if not candidates:
         raise FileNotFoundError(f"{repository}: no {official} (or {name}-<sha256 prefix>.th) checkpoint")
-    model = factory(pretrained=False)
+    with _quiet_weight_norm():
+        model = factory(pretrained=False)
     model.load_state_dict(EncodecModel._get_pretrained(candidates[0].name, repository))
     model.name = name
     return model.eval()

@@ -135,31 +135,23 @@ def variance_preserving_init(model, gain: float = 2 ** 0.5) -> None:
 
 
 @torch.no_grad()
-def fit_codebooks(model, audio: list[torch.Tensor], cfg: FitConfig, frames_per_step: float,
-                  from_current: bool = False) -> None:
-    """Residual k-means on encoder frames: codebook q clusters what codebooks < q left over.
-
-    Run before training (random seeds) and again after it (`from_current`: Lloyd steps starting
-    from the trained codebooks, empty clusters re-seeded): EMA codebooks lag behind an encoder
-    that moves fast early in training, and this final pass guarantees every codebook is in use
-    on the training audio whatever the time budget was.
-    """
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model.eval()
-    x = torch.cat([model.encoder(w[None, None])[0].T for w in audio])  # (N, D) encoder frames
-    if x.shape[0] > cfg.kmeans_frames:
-        x = x[torch.randperm(x.shape[0], generator=gen)[: cfg.kmeans_frames]]
-    for layer in model.quantizer.vq.layers:
+def kmeans_codebooks(layers, x: torch.Tensor, iters: int = 15, seed: int = 0, frames_per_step: float = 1.0,
+                     from_current: bool = False) -> None:
+    """Residual k-means of frames x (N, D) into encodec VectorQuantization `layers`: codebook q
+    clusters what codebooks < q left over (cdist/argmin Lloyd steps: seconds on CPU, where
+    encodec's own k-means takes minutes). `from_current` starts from the layers' codebooks;
+    empty clusters are re-seeded on random frames (dead-code replacement)."""
+    gen = torch.Generator().manual_seed(seed)
+    for layer in layers:
         cb = layer._codebook
         k = cb.codebook_size
         seeds = torch.randint(0, x.shape[0], (k,), generator=gen)
         jitter = 1e-4 * x.std() * torch.randn(k, x.shape[1], generator=gen)  # break ties
         means = cb.embed.clone() if from_current else x[seeds] + jitter
-        for _ in range(cfg.kmeans_iters):
+        for _ in range(iters):
             assign = torch.cdist(x, means).argmin(dim=1)  # (N,)
             counts = torch.bincount(assign, minlength=k).float()
             sums = torch.zeros_like(means).index_add_(0, assign, x)
-            # empty clusters are re-seeded on random frames (dead-code replacement)
             means = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], x[seeds] + jitter)
         assign = torch.cdist(x, means).argmin(dim=1)
         # EMA state consistent with the means (embed = embed_avg / cluster_size), in per-step
@@ -170,6 +162,23 @@ def fit_codebooks(model, audio: list[torch.Tensor], cfg: FitConfig, frames_per_s
         cb.cluster_size.copy_(counts)
         cb.inited.fill_(1)
         x = x - means[assign]  # residual for the next codebook
+
+
+@torch.no_grad()
+def fit_codebooks(model, audio: list[torch.Tensor], cfg: FitConfig, frames_per_step: float,
+                  from_current: bool = False) -> None:
+    """k-means the codebooks on encoder frames of the training audio.
+
+    Run before training and again after it (`from_current`): EMA codebooks lag behind an
+    encoder that moves fast early in training, and this final pass guarantees every codebook is
+    in use on the training audio whatever the time budget was.
+    """
+    model.eval()
+    x = torch.cat([model.encoder(w[None, None])[0].T for w in audio])  # (N, D) encoder frames
+    if x.shape[0] > cfg.kmeans_frames:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        x = x[torch.randperm(x.shape[0], generator=gen)[: cfg.kmeans_frames]]
+    kmeans_codebooks(model.quantizer.vq.layers, x, cfg.kmeans_iters, cfg.seed, frames_per_step, from_current)
 
 
 class MelLoss(torch.nn.Module):
@@ -199,7 +208,9 @@ class Balancer:
         self.weights, self.total_norm, self.decay = weights, total_norm, decay
         self.ema: dict[str, float] = {}
 
-    def backward(self, losses: dict[str, torch.Tensor], output: torch.Tensor) -> None:
+    def backward(self, losses: dict[str, torch.Tensor], output: torch.Tensor, extra: torch.Tensor) -> None:
+        """Backprop the balanced output gradient, plus `extra` (a loss that does not go through
+        the output, e.g. commitment) unbalanced, in one pass over the shared graph."""
         grads = {}
         for name, loss in losses.items():
             (g,) = torch.autograd.grad(loss, [output], retain_graph=True)
@@ -208,7 +219,7 @@ class Balancer:
             grads[name] = g
         total_w = sum(self.weights[n] for n in losses)
         out = sum(self.total_norm * self.weights[n] / total_w * grads[n] / (self.ema[n] + 1e-12) for n in losses)
-        output.backward(out)
+        torch.autograd.backward([output, extra], [out, torch.ones_like(extra)])
 
 
 def _hinge_generator(logits, fmaps_fake, fmaps_real):
@@ -300,8 +311,7 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
             logits_fake, fmaps_fake = disc(y)
             _, fmaps_real = disc(x)
             g, feat = _hinge_generator(logits_fake, fmaps_fake, fmaps_real)
-            balancer.backward({"l_t": l_t, "l_f": l_f, "g": g, "feat": feat}, y)
-            q.penalty.backward()
+            balancer.backward({"l_t": l_t, "l_f": l_f, "g": g, "feat": feat}, y, extra=q.penalty)
         for group in opt.param_groups:  # linear warm-up: big early steps outrun the EMA codebooks
             group["lr"] = p["lr"] * min(1.0, (step + 1) / WARMUP_STEPS)
         opt.step()

@@ -5,7 +5,9 @@
         model.safetensors    full (unsharded) fp32 weights, names as in the bare Transformer
         optim.pt             {"optimizer": full AdamW state keyed by parameter name,
                               "scheduler": LambdaLR state}; torch.load(weights_only=True)
-        train_state.json     step, layout hash, world size, per-rank data-loader and RNG states
+        loader.pt            [data-loader state of rank 0, rank 1, ...] (they hold tensors, so
+                              not JSON); torch.load(weights_only=True)
+        train_state.json     step, layout hash, world size, config, per-rank RNG states
         config.yaml          the RunConfig (vocab size resolved)
         tokenizer/           the tokenizer directory (hard links to OUT/tokenizer when possible)
       latest                 text file naming the newest complete step directory
@@ -36,6 +38,7 @@ LATEST = "latest"
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.pt"
 STATE_FILE = "train_state.json"
+LOADER_FILE = "loader.pt"
 CONFIG_FILE = "config.yaml"
 TOKENIZER_DIR = "tokenizer"
 REQUIRED = (MODEL_FILE, STATE_FILE, CONFIG_FILE)
@@ -227,7 +230,8 @@ def save_checkpoint(
     tmp.mkdir()
     _save_weights(model_sd, tmp / MODEL_FILE)
     torch.save({"optimizer": optim_sd, "scheduler": scheduler.state_dict()}, tmp / OPTIM_FILE)
-    state = {**train_state, "step": step, "world_size": _world(), "ranks": gathered}
+    torch.save([r.pop("data") for r in gathered], tmp / LOADER_FILE)
+    state = {**train_state, "step": step, "world_size": _world(), "loader_state": LOADER_FILE, "ranks": gathered}
     (tmp / STATE_FILE).write_text(json.dumps(state))
     (tmp / CONFIG_FILE).write_text(config_yaml)
     if tokenizer_dir is not None:
@@ -287,9 +291,12 @@ def load_checkpoint(step_dir, model: nn.Module, optimizer, scheduler) -> dict:
         options=StateDictOptions(full_state_dict=True),
     )
     scheduler.load_state_dict(extra["scheduler"])
-    mine = state["ranks"][_rank()]
-    set_rng_state(mine["rng"])
-    return {**state, "data": mine["data"]}
+    try:
+        loader_states = torch.load(step_dir / state["loader_state"], weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{step_dir / state['loader_state']}: cannot read data-loader states ({e})") from e
+    set_rng_state(state["ranks"][_rank()]["rng"])
+    return {**state, "data": loader_states[_rank()]}
 
 
 # ---- load for inference --------------------------------------------------------------------------

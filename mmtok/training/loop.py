@@ -178,17 +178,18 @@ def _resume_from(cfg: RunConfig, out_dir: Path) -> Path | None:
     return ckpt.resolve_checkpoint(cfg.train.resume)
 
 
-def train(cfg: RunConfig, eval_callbacks: list[EvalCallback] = (), data: Any = None) -> dict:
+def train(cfg: RunConfig, eval_callbacks: list[EvalCallback] | None = None, data: Any = None) -> dict:
     """Train `cfg` to cfg.train.max_steps (resuming if a checkpoint exists); return last metrics.
 
-    `data`: optional iterable of PackedBatch with state_dict()/load_state_dict() replacing
-    `cfg.data.build(...)` (for callers that assemble batches themselves).
+    `eval_callbacks`: None = validation loss and sample captions when data.valid_shards is set
+    (`mmtok.training.evals.default_evals`). `data`: optional iterable of PackedBatch with
+    state_dict()/load_state_dict() replacing `cfg.data.build(...)`.
     """
     info = init_distributed(cfg.train.device)
     logging.basicConfig(level=logging.INFO, format=f"[rank{info.rank}] %(asctime)s %(message)s")
     stop = StopSignal()
     try:
-        return _train(cfg, info, list(eval_callbacks), data, stop)
+        return _train(cfg, info, eval_callbacks, data, stop)
     finally:
         stop.restore()
         if dist.is_initialized():
@@ -200,6 +201,7 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
     tokenizer = _load_tokenizer(cfg)
     cfg.set_vocab_size(len(tokenizer))
     plan = plan_batches(cfg, info.world_size)
+    cfg.data.batch_size = plan.micro_batch  # the loader's batches are our micro-batches
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "COMPLETED").unlink(missing_ok=True)  # written again when max_steps is reached
@@ -225,13 +227,18 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
     optimizer = cfg.optim.build(wrapped)
     scheduler = cfg.schedule.build(optimizer, cfg.train.max_steps)
     if data is None:
-        data = cfg.data.build(tokenizer, rank=info.rank, world_size=info.world_size, batch_size=plan.micro_batch, seed=cfg.train.seed)
+        data = cfg.data.build(tokenizer, rank=info.rank, world_size=info.world_size)
+    if eval_callbacks is None:
+        from mmtok.training.evals import default_evals
+
+        eval_callbacks = default_evals(cfg, tokenizer)
 
     step = 0
     resume = _resume_from(cfg, out_dir)
     if resume is not None:
+        # Layout first: a checkpoint from another tokenizer would otherwise fail on shapes.
+        tokenizer.layout.require(ckpt.read_train_state(resume).get("layout_hash"), f"checkpoint {resume}")
         state = ckpt.load_checkpoint(resume, wrapped, optimizer, scheduler)
-        tokenizer.layout.require(state["layout_hash"], f"checkpoint {resume}")
         data.load_state_dict(state["data"])
         step = state["step"]
         log.info("resumed from %s (step %d)", resume, step)
@@ -311,7 +318,7 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
                     grad_norm, record["perf/tokens_per_s"], 100 * record.get("perf/mfu", 0.0),
                 )
         if cfg.train.eval_interval and step % cfg.train.eval_interval == 0 and eval_callbacks:
-            run_evals(eval_callbacks, wrapped, tokenizer, step, logger)
+            run_evals(eval_callbacks, wrapped, tokenizer, step, logger, out_dir)
         stopping = stop.any_rank(info.device)
         if stopping or step % cfg.train.checkpoint_interval == 0 or step == cfg.train.max_steps:
             save(step)
@@ -331,19 +338,28 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
     return record
 
 
-def run_evals(callbacks, wrapped, tokenizer, step: int, logger) -> None:
+def run_evals(callbacks, wrapped, tokenizer, step: int, logger, out_dir: Path | None) -> None:
+    """Run every callback on every rank; rank 0 (logger and out_dir set) logs the results to
+    wandb and the scalars to OUT/eval.jsonl."""
     wrapped.eval()
     with torch.no_grad():
         results = [cb(wrapped, tokenizer, step) for cb in callbacks]
     wrapped.train()
     if logger is None:
         return
+    scalars = {}
     for result in results:
         for key, value in (result or {}).items():
             if isinstance(value, SampleTable):
                 logger.log_table(key, value.columns, value.rows, step)
+                log.info("%s at step %d:\n%s", key, step, "\n".join(" | ".join(map(str, r)) for r in value.rows))
             else:
-                logger.log({key: value}, step)
+                scalars[key] = value
+    if scalars:
+        logger.log(scalars, step)
+        with open(out_dir / "eval.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **scalars}) + "\n")
+        log.info("eval at step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in scalars.items()))
 
 
 def _fmt(x):

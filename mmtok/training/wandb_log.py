@@ -81,13 +81,24 @@ class WandbLogger:
             log.warning("wandb online init failed (%s); logging offline to %s", e, out_dir / "wandb")
             self.mode = "offline"
             self.run = wandb.init(mode="offline", **kwargs)
-        self.dir = Path(self.run.dir).parent if self.mode != "disabled" else None
+        self.broken = False
 
     def log(self, metrics: dict, step: int) -> None:
-        self.run.log(metrics, step=step)
+        self._safely(self.run.log, metrics, step=step)
 
     def log_table(self, key: str, columns: list[str], rows: list[list], step: int) -> None:
-        self.run.log({key: self._wandb.Table(columns=columns, data=rows)}, step=step)
+        self._safely(self.run.log, {key: self._wandb.Table(columns=columns, data=rows)}, step=step)
 
     def finish(self) -> None:
-        self.run.finish()
+        self._safely(self.run.finish)
+
+    def _safely(self, fn, *args, **kwargs) -> None:
+        """wandb's service process can die under us (e.g. SIGTERM to the whole job): warn once,
+        stop logging to wandb, keep training (metrics.jsonl still has everything)."""
+        if self.broken:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:
+            self.broken = True
+            log.warning("wandb logging failed (%s); continuing without wandb", e)

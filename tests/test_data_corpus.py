@@ -1,0 +1,113 @@
+"""Demo corpus (real rendered music21 pieces) and caption wording / parsing."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mmtok.data.captions import (ATTRIBUTES, FAMILIES, GM_INSTRUMENTS, KEYS, MODES, TEMPO_CLASSES, describe,
+                                 family_of, parse_caption, tempo_class)  # fmt: skip
+from mmtok.data.corpus import SIZES, CorpusSize, build_demo_corpus, plan_corpus
+
+MANIFEST_FIELDS = ("audio", "text", "piece", "instrument", "family", "program", "tempo_bpm", "tempo_class",
+                   "key", "mode", "meter", "soundfont", "transpose", "duration")  # fmt: skip
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_manifests_split_by_piece_with_real_audio(demo_corpus_dir):
+    splits = {s: read(demo_corpus_dir / f"{s}.jsonl") for s in ("train", "valid", "test")}
+    assert all(splits.values()), {s: len(r) for s, r in splits.items()}
+    pieces = {s: {r["piece"] for r in rows} for s, rows in splits.items()}
+    assert not (pieces["train"] & pieces["valid"] or pieces["train"] & pieces["test"] or pieces["valid"] & pieces["test"])
+    rows = [r for rs in splits.values() for r in rs]
+    assert read(demo_corpus_dir / "skipped.jsonl") == []
+    assert len({r["soundfont"] for r in rows}) >= 2, "timbre variety needs several soundfonts"
+    assert len({r["family"] for r in rows}) >= 4
+    assert any(r.get("composer") for r in rows) and any(r.get("collection") for r in rows)
+    for r in rows:
+        assert all(r.get(f) is not None for f in MANIFEST_FIELDS), r
+        assert r["family"] == family_of(r["program"]) and r["tempo_class"] == tempo_class(r["tempo_bpm"])
+        assert r["key"] in KEYS and r["mode"] in MODES and "/" in r["meter"]
+        wav, sr = sf.read(r["audio"], dtype="float32")
+        assert sr == r["sample_rate"] and abs(len(wav) / sr - r["duration"]) < 1e-3
+        assert 2.0 <= r["duration"] <= 3.0
+        assert np.sqrt(np.mean(wav**2)) > 1e-3 and np.isfinite(wav).all()  # real music, not silence
+        # The caption states the facts, and the evaluation's parser reads them back.
+        parsed = parse_caption(r["text"])
+        for attr in ATTRIBUTES:
+            assert parsed[attr] == r[attr], (attr, r["text"])
+        assert str(r["tempo_bpm"]) in r["text"]
+    captions = (demo_corpus_dir / "captions.txt").read_text().splitlines()
+    assert {r["text"] for r in splits["train"]} <= set(captions)
+    assert not {r["text"] for r in splits["test"]} & set(captions) - {r["text"] for r in splits["train"]}
+
+
+def test_key_follows_transposition(demo_corpus_dir):
+    """Two clips of one piece transposed differently: music21's own analysis of the transposed
+    excerpt is the oracle for the key the manifest states."""
+    from mmtok.data.corpus import excerpt, parse_piece
+
+    rows = read(demo_corpus_dir / "train.jsonl")
+    r = next(r for r in rows if r["piece"].startswith("bach/"))
+    score = parse_piece(r["piece"])
+    seg = excerpt(score, 0.0, 8.0)
+    k0 = seg.analyze("key")
+    seg.transpose(7, inPlace=True)
+    k7 = seg.analyze("key")
+    assert (k7.tonic.pitchClass - k0.tonic.pitchClass) % 12 == 7 and k0.mode == k7.mode
+    assert excerpt(score, 0.0, 8.0).analyze("key").tonic.name == k0.tonic.name  # the score is untouched
+
+
+def test_plan_is_deterministic_and_varied():
+    fonts = ["fluidr3", "musescore", "timgm6mb"]
+    a, b = plan_corpus(SIZES["smoke"], 3, fonts), plan_corpus(SIZES["smoke"], 3, fonts)
+    assert a == b and a != plan_corpus(SIZES["smoke"], 4, fonts)
+    assert len(a) == SIZES["smoke"].n_pieces * SIZES["smoke"].clips_per_piece
+    assert len({s.program for s in a}) >= 15 and {s.soundfont for s in a} == set(fonts)
+    assert {tempo_class(s.tempo_bpm) for s in a} == set(TEMPO_CLASSES)
+    assert len({s.transpose for s in a}) >= 6 and len({s.collection for s in a}) >= 6
+
+
+def test_build_resumes_without_rerendering(demo_corpus_dir):
+    before = {p.name: p.stat().st_mtime_ns for p in (demo_corpus_dir / "audio").glob("*.flac")}
+    manifest = (demo_corpus_dir / "train.jsonl").read_text()
+    summary = build_demo_corpus(demo_corpus_dir, CorpusSize(6, 2), seed=0, workers=1, clip_seconds=3.0,
+                                progress=False)  # fmt: skip
+    after = {p.name: p.stat().st_mtime_ns for p in (demo_corpus_dir / "audio").glob("*.flac")}
+    assert before == after and (demo_corpus_dir / "train.jsonl").read_text() == manifest
+    assert summary["skipped"] == 0 and sum(summary["clips"].values()) == len(after)
+
+
+def test_parse_caption_recovers_every_attribute():
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        program = sorted(GM_INSTRUMENTS)[i % len(GM_INSTRUMENTS)]
+        facts = dict(program=program, instrument=GM_INSTRUMENTS[program][0], tempo_bpm=int(rng.integers(50, 184)),
+                     key=KEYS[i % 12], mode=MODES[i % 2], meter=["3/4", "4/4", "6/8", "2/2"][i % 4],
+                     kind=["chorale", "folk", "renaissance", "classical"][i % 4])  # fmt: skip
+        facts["composer" if i % 3 else "collection"] = ["J. S. Bach", "Essen folk song collection"][i % 3 == 0]
+        text = describe(facts, rng)
+        parsed = parse_caption(text)
+        expect = dict(family=family_of(program), tempo_class=tempo_class(facts["tempo_bpm"]), key=facts["key"],
+                      mode=facts["mode"], meter=facts["meter"], tempo_bpm=facts["tempo_bpm"])  # fmt: skip
+        assert parsed == expect, text
+    assert set(FAMILIES) >= {family_of(p) for p in GM_INSTRUMENTS}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("A brisk jig on the fiddle.", {"tempo_class": "very fast"}),
+        ("Slow cello in E-flat minor, 3/4.", {"family": "strings", "tempo_class": "slow", "key": "Eb",
+                                               "mode": "minor", "meter": "3/4"}),
+        ("very fast pipe organ at 150 bpm", {"family": "organ", "tempo_class": "very fast", "tempo_bpm": 150}),
+        ("harp music at 100 BPM", {"family": "strings", "tempo_bpm": 100, "tempo_class": "moderate"}),
+        ("nothing musical here", {}),
+    ],
+)  # fmt: skip
+def test_parse_caption_free_text(text, expected):
+    assert parse_caption(text) == expected
