@@ -109,34 +109,29 @@ def main() -> None:
     ours = cfg.build().train()
     theirs = LlamaForCausalLM(llama_config(cfg)).train()
     theirs.load_state_dict(hf_state_dict(ours), strict=True)
-    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
-    opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4)
 
     def loss_of(logits, targets):
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
 
-    def step_ours(batch):
-        loss = loss_of(ours(batch.tokens, batch.positions, batch.doc_ids), batch.targets)
-        loss.backward()
-        opt_ours.step()
-        opt_ours.zero_grad(set_to_none=True)
-        return loss.item()
+    def train_step(model, forward):
+        """step(batch): forward(batch) -> (logits, targets), cross-entropy, backward, AdamW."""
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-    def step_theirs_packed(batch):
-        logits = theirs(input_ids=batch.tokens, position_ids=batch.positions).logits
-        loss = loss_of(logits, batch.targets)
-        loss.backward()
-        opt_theirs.step()
-        opt_theirs.zero_grad(set_to_none=True)
-        return loss.item()
+        def step(batch):
+            logits, targets = forward(batch)
+            loss = loss_of(logits, targets)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss.item()
 
-    def step_theirs_padded(batch):
-        tokens, targets, mask = batch
-        loss = loss_of(theirs(input_ids=tokens, attention_mask=mask).logits, targets)
-        loss.backward()
-        opt_theirs.step()
-        opt_theirs.zero_grad(set_to_none=True)
-        return loss.item()
+        return step
+
+    step_ours = train_step(ours, lambda b: (ours(b.tokens, b.positions, b.doc_ids), b.targets))
+    step_theirs_packed = train_step(theirs, lambda b: (
+        theirs(input_ids=b.tokens, position_ids=b.positions, use_cache=False).logits, b.targets))
+    step_theirs_padded = train_step(theirs, lambda b: (
+        theirs(input_ids=b[0], attention_mask=b[2], use_cache=False).logits, b[1]))
 
     # ---- the documents, packed and padded ------------------------------------------------------
     docs = make_documents(layout, args.docs, args.seq_len, args.clip_seconds, args.frame_rate, args.codebooks)
@@ -168,7 +163,8 @@ def main() -> None:
     with torch.no_grad():
         b0 = packed[0]
         l_ours = loss_of(ours(b0.tokens, b0.positions, b0.doc_ids), b0.targets).item()
-        l_theirs = loss_of(theirs(input_ids=b0.tokens, position_ids=b0.positions).logits, b0.targets).item()
+        hf_logits = theirs(input_ids=b0.tokens, position_ids=b0.positions, use_cache=False).logits
+        l_theirs = loss_of(hf_logits, b0.targets).item()
 
     # ---- 1. same packed batch ------------------------------------------------------------------
     tokens_per_step = args.batch * args.seq_len
@@ -198,7 +194,8 @@ def main() -> None:
         "machine": f"CPU, {args.threads} torch threads, {os.cpu_count()} cores shared, "
                    f"1-min load average {os.getloadavg()[0]:.1f} at the end",
         "model": {"dim": cfg.dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "n_kv_heads": cfg.kv_heads,
-                  "ffn_dim": cfg.hidden_dim, "vocab_size": cfg.vocab_size, "params_M": round(cfg.num_params() / 1e6, 2)},
+                  "ffn_dim": cfg.hidden_dim, "vocab_size": cfg.vocab_size,
+                  "params_M": round(cfg.num_params() / 1e6, 2)},
         "batch": [args.batch, args.seq_len],
         "loss_ours_vs_hf_same_batch": [round(l_ours, 5), round(l_theirs, 5)],
         "train_step": {

@@ -3,7 +3,6 @@
 import json
 import shutil
 
-import pytest
 import soundfile as sf
 
 from mmtok.cli import main

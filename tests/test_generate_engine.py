@@ -14,8 +14,9 @@ PROMPTS = [[1, 5, 9, 13, 17, 21, 25], [30, 31], [40, 41, 42, 43, 44]]
 GREEDY = GenerationConfig(max_new_tokens=24, greedy=True)
 
 
-def test_cached_decoding_equals_full_recomputation_ids_and_logits(make_tiny_model):
-    model = make_tiny_model()
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+def test_cached_decoding_equals_full_recomputation_ids_and_logits(make_tiny_model, backend):
+    model = make_tiny_model(attention=backend)
     cached = generate(model, PROMPTS, GREEDY)
     full = generate(model, PROMPTS, GenerationConfig(max_new_tokens=24, greedy=True, use_cache=False))
     assert cached == full

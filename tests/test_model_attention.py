@@ -17,9 +17,14 @@ def _qkv(b=2, hq=4, hkv=2, t=18, d=16, seed=0):
 
 
 def test_sdpa_and_math_agree_on_packed_rows_with_gqa():
+    """sdpa on CPU goes segment by segment; on GPU it takes the dense block mask: both, and the
+    math reference, give the same output."""
     q, k, v = _qkv()
     out = {b: attend(q, k, v, AttentionMask.from_doc_ids(DOC_IDS, b), b) for b in ("sdpa", "math")}
+    assert AttentionMask.from_doc_ids(DOC_IDS, "sdpa").seqlens == [5, 7, 3, 3, 18]
     torch.testing.assert_close(out["sdpa"], out["math"])
+    dense = AttentionMask(dense=block_causal_mask(segment_starts(DOC_IDS)))
+    torch.testing.assert_close(attend(q, k, v, dense, "sdpa"), out["math"])
     causal = {b: attend(q, k, v, AttentionMask.from_doc_ids(None, b), b) for b in ("sdpa", "math")}
     torch.testing.assert_close(causal["sdpa"], causal["math"])
 

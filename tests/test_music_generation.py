@@ -5,7 +5,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from mmtok.cli import main
 from mmtok.data.templates import generate_prompt_ids
 from mmtok.generate.engine import generate
 from mmtok.generate.music import generate_music, generate_music_batch, write_wav

@@ -13,7 +13,7 @@ import torchaudio.functional as AF
 
 from mmtok import MultimodalTokenizer
 from mmtok.tokenizer.audio_io import AudioSource, CodecInput
-from mmtok.tokenizer.codec import CodecCollapseError, load_codec, load_fitted_codec
+from mmtok.tokenizer.codec import CodecCollapseError, load_codec, load_fitted_codec, pretrained_available
 
 
 def _oracle(name: str, repository, bandwidth: float):
@@ -134,7 +134,9 @@ def test_chunked_encoding_seams(fitted_codec_dir, encodec_repository, real_audio
 
 
 def test_pretrained_repository_from_env(encodec_repository, monkeypatch):
+    assert pretrained_available("encodec_48khz", encodec_repository)
     monkeypatch.setenv("MMTOK_ENCODEC_DIR", str(encodec_repository))
+    assert pretrained_available("encodec_24khz")
     codec = load_codec("encodec_24khz", 3.0)
     assert codec.n_codebooks == 4 and codec.frame_rate == 75 and codec.sample_rate == 24000
 
@@ -144,6 +146,7 @@ def test_missing_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty hub cache
     for var in ("https_proxy", "HTTPS_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")  # never download, even where a network exists
+    assert not pretrained_available("encodec_24khz")
     with pytest.raises(FileNotFoundError, match="MMTOK_ENCODEC_DIR"):
         load_codec("encodec_24khz")
     with pytest.raises(FileNotFoundError, match="encodec_48khz-7e698e3e.th"):

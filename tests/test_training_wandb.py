@@ -45,6 +45,10 @@ def wandb_records(path: Path):
             yield record
 
 
+def item_key(item) -> str:
+    return "/".join(item.nested_key) or item.key
+
+
 @pytest.fixture(scope="module")
 def offline_run(tokenizer_dir, train_shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("wandb_run")
@@ -55,7 +59,7 @@ def offline_run(tokenizer_dir, train_shards, tmp_path_factory):
     return out
 
 
-def test_offline_run_files_hold_the_logged_metrics(offline_run):
+def test_offline_run_files_hold_the_logged_metrics(offline_run, tokenizer):
     runs = list((offline_run / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     (wandb_file,) = runs[0].glob("run-*.wandb")
@@ -63,8 +67,8 @@ def test_offline_run_files_hold_the_logged_metrics(offline_run):
     history = {}
     for r in records:
         if r.WhichOneof("record_type") == "history":
-            items = {i.nested_key or i.key: json.loads(i.value_json) for i in r.history.item}
-            history.setdefault(int(items["_step"]), {}).update(items)
+            items = {item_key(i): json.loads(i.value_json) for i in r.history.item}
+            history.setdefault(r.history.step.num, {}).update(items)
     metrics = read_metrics(offline_run)
     for step in range(1, 5):  # log_interval=1: every step, values exactly as in metrics.jsonl
         for key in ("loss", "loss/text", "loss/audio", "lr", "grad_norm", "perf/tokens_per_s", "perf/mfu"):
@@ -74,14 +78,18 @@ def test_offline_run_files_hold_the_logged_metrics(offline_run):
     assert [e["step"] for e in evals] == [2, 4]
     for e in evals:
         assert history[e["step"]]["val/loss"] == pytest.approx(e["val/loss"])
-        table = history[e["step"]]["samples/captions"]
+        prefix = "samples/captions/"  # a logged Table is a reference to a JSON file in files/
+        table = {k[len(prefix):]: v for k, v in history[e["step"]].items() if k.startswith(prefix)}
         assert table["_type"] == "table-file" and table["nrows"] == 2 and table["ncols"] == 4
-        assert (runs[0] / "files" / table["path"]).is_file()
+        content = json.loads((runs[0] / "files" / table["path"]).read_text())
+        assert content["columns"] == ["step", "clip", "reference", "generated"]
+        assert [row[0] for row in content["data"]] == [e["step"]] * 2
+        assert all(isinstance(row[3], str) and row[2] for row in content["data"])  # real references
     # The config went along with the run.
     (run_record,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     config = {u.key: json.loads(u.value_json) for u in run_record.config.update}
-    assert config["train"]["value"]["max_steps"] == 4
-    assert config["model"]["value"]["dim"] == 64
+    assert config["train"]["max_steps"] == 4
+    assert config["model"]["dim"] == 64 and config["model"]["vocab_size"] == len(tokenizer)
 
 
 def test_online_without_key_falls_back_to_offline(tmp_path, monkeypatch, caplog):
@@ -97,4 +105,4 @@ def test_online_without_key_falls_back_to_offline(tmp_path, monkeypatch, caplog)
     logger.finish()
     (wandb_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     logged = [i for r in wandb_records(wandb_file) if r.WhichOneof("record_type") == "history" for i in r.history.item]
-    assert any((i.nested_key or i.key) == "loss" and json.loads(i.value_json) == 1.5 for i in logged)
+    assert any(item_key(i) == "loss" and json.loads(i.value_json) == 1.5 for i in logged)

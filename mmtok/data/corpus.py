@@ -174,6 +174,19 @@ def excerpt(score, start: float, quarters: float):
     return copy.deepcopy(score.measures(i0, i1 + 1, indicesNotNumbers=True))  # end exclusive
 
 
+def strip_repeats(seg) -> None:
+    """Play an excerpt straight through: music21 refuses to write MIDI for badly formed repeats,
+    and a few seconds of music need none."""
+    from music21 import bar, repeat, spanner
+
+    for m in seg.recurse().getElementsByClass("Measure"):
+        for side in ("leftBarline", "rightBarline"):
+            if isinstance(getattr(m, side), bar.Repeat):
+                setattr(m, side, None)
+    for el in list(seg.recurse().getElementsByClass((repeat.RepeatExpression, spanner.RepeatBracket))):
+        el.activeSite.remove(el)
+
+
 def set_tempo(seg, bpm: int) -> None:
     """Replace every tempo indication with one MetronomeMark (quarter = bpm) at the start."""
     from music21 import tempo
@@ -197,6 +210,7 @@ def clip_facts(spec: ClipSpec, score, clip_seconds: float, sample_rate: int, fon
         )
         if not sigs:
             raise ValueError("no time signature")
+        strip_repeats(seg)
         set_tempo(seg, spec.tempo_bpm)
         if spec.transpose:
             seg.transpose(spec.transpose, inPlace=True)

@@ -59,17 +59,28 @@ def set_program(score, program: int):
 
 def render_midi(midi_path: str | Path, soundfont: str, sample_rate: int, gain: float = 0.8) -> np.ndarray:
     """MIDI file -> mono float32 waveform at `sample_rate` (fluidsynth, offline, faster than realtime)."""
+    import mido
+
     exe = require_fluidsynth()
+    # fluidsynth renders until every voice is silent: a note that never gets its note-off on a
+    # looping sample (organ, strings) renders forever (we saw 8 GB). Real renders run 35-115x
+    # realtime, so a generous time limit only ever stops such a runaway.
+    limit = 30.0 + 2.0 * mido.MidiFile(str(midi_path)).length
     with tempfile.TemporaryDirectory() as tmp:
         wav = os.path.join(tmp, "out.wav")
-        proc = subprocess.run(
-            # Dynamic sample loading reads only the samples the MIDI file plays: same audio
-            # (checked bit-exact), but FluidR3 loads in 0.12 s instead of 0.32 s per call.
-            [exe, "-ni", "-o", "synth.dynamic-sample-loading=1", "-g", str(gain), "-F", wav,
-             "-r", str(sample_rate), soundfont, str(midi_path)],
-            capture_output=True,
-            text=True,
-        )
+        try:
+            proc = subprocess.run(
+                # Dynamic sample loading reads only the samples the MIDI file plays: same audio
+                # (checked bit-exact), but FluidR3 loads in 0.12 s instead of 0.32 s per call.
+                [exe, "-ni", "-o", "synth.dynamic-sample-loading=1", "-g", str(gain), "-F", wav,
+                 "-r", str(sample_rate), soundfont, str(midi_path)],
+                capture_output=True,
+                text=True,
+                timeout=limit,
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"fluidsynth did not finish {midi_path} within {limit:.0f} s "
+                               "(a note without note-off?)") from None
         if proc.returncode != 0 or not os.path.exists(wav):
             raise RuntimeError(f"fluidsynth failed on {midi_path}: {proc.stderr.strip()[-500:]}")
         audio, sr = sf.read(wav, dtype="float32", always_2d=True)
@@ -77,9 +88,18 @@ def render_midi(midi_path: str | Path, soundfont: str, sample_rate: int, gain: f
     return audio.mean(axis=1)  # stereo -> mono
 
 
+def drop_grace_notes(score):
+    """Remove zero-length (grace) notes: music21 writes their note-off BEFORE their note-on at the
+    same tick, which leaves the note sounding forever in fluidsynth."""
+    for n in list(score.recurse().notes):
+        if n.duration.quarterLength == 0:
+            n.activeSite.remove(n)
+    return score
+
+
 def render_score(score, program: int, soundfont: str, sample_rate: int = 24000) -> np.ndarray:
     """music21 score -> mono float32 waveform played by GM `program` with `soundfont`."""
     with tempfile.TemporaryDirectory() as tmp:
         midi = os.path.join(tmp, "score.mid")
-        set_program(score, program).write("midi", fp=midi)
+        drop_grace_notes(set_program(score, program)).write("midi", fp=midi)
         return render_midi(midi, soundfont, sample_rate)

@@ -69,7 +69,8 @@ def ptb_tokenize(captions: Sequence[str]) -> list[str]:
     lines = proc.stdout.decode("utf-8").split("\n")
     if len(lines) < len(captions):  # trailing empty captions produce no trailing lines
         lines += [""] * (len(captions) - len(lines))
-    return [" ".join(w for w in line.rstrip().split(" ") if w not in ptb.PUNCTUATIONS) for line in lines[: len(captions)]]
+    keep = lambda w: w not in ptb.PUNCTUATIONS  # noqa: E731
+    return [" ".join(filter(keep, line.rstrip().split(" "))) for line in lines[: len(captions)]]
 
 
 def _meteor(gts: dict, res: dict) -> tuple[float, list[float]]:

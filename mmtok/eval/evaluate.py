@@ -11,17 +11,15 @@ cost a long run. References are the item's `text`, plus its `references` list wh
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from tqdm import tqdm
+
 from mmtok.data.manifest import read_manifest
 from mmtok.eval.caption_metrics import caption_metrics
-
-log = logging.getLogger("mmtok.eval")
-
 
 def references_of(item: dict) -> list[str]:
     extra = item.get("references") or []
@@ -31,7 +29,7 @@ def references_of(item: dict) -> list[str]:
 
 
 def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool = False, limit: int | None = None,
-             meteor: bool = True, ppl_rows: int = 400, device: str = "cpu") -> dict:
+             meteor: bool = True, ppl_rows: int = 400, device: str = "cpu", progress: bool = True) -> dict:
     """The report dict (see `mmtok.eval.report` for how it is written).
 
     shards: held-out shard directory or pattern for per-modality perplexity (needs `run_config`,
@@ -58,7 +56,10 @@ def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool
     if not kept:
         raise ValueError(f"no audio in {manifest} could be read (first error: {skipped[0]['error']})")
     t_encode = time.perf_counter() - t0
-    captions = captioner.caption_codes(codes)
+    captions: list[str] = []
+    step = captioner.config.batch_size
+    for i in tqdm(range(0, len(codes), step), desc="captioning", unit="batch", disable=not progress):
+        captions += captioner.caption_codes(codes[i : i + step])
     t_caption = time.perf_counter() - t0 - t_encode
     refs = [references_of(item) for item in kept]
     scores = caption_metrics(captions, refs, meteor=meteor)
@@ -97,8 +98,11 @@ def heldout_perplexity(model, tokenizer, run_config, shards, max_rows: int, devi
 
     if run_config is None:
         raise ValueError("perplexity needs the run config (its data pipeline settings)")
-    if not resolve_shards(str(shards)):
-        raise FileNotFoundError(f"no shards found for --shards {shards}")
+    urls = resolve_shards(str(shards))
+    missing = [u for u in urls if ":" not in u.split("/")[0] and not Path(u).is_file()]  # local paths only
+    if not urls or missing:
+        detail = f" ({missing[0]} does not exist)" if missing else ""
+        raise FileNotFoundError(f"no shards found for {shards}{detail}")
     data = replace(run_config.data, valid_shards=str(shards), batch_size=1)
     try:
         return modality_perplexity(model, data.build(tokenizer, split="valid"), device=device, max_batches=max_rows)

@@ -1,6 +1,6 @@
 """Write an evaluation report as JSON (for machines) and a Markdown table (for people).
 
-The report is a plain dict (see `mmtok.eval.run.evaluate` for its keys); both files are written
+The report is a plain dict (see `mmtok.eval.evaluate.evaluate` for its keys); both files are written
 aside and renamed, so a crash never leaves a half-written report under the final name.
 """
 

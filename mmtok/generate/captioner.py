@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -33,6 +33,8 @@ from mmtok.tokenizer.layout import LayoutMismatchError
 @dataclass
 class CaptionConfig:
     seconds: float | None = None  # caption the first N seconds; None = the most that fits the context
+    context: int | None = None  # tokens for prompt + caption; None = model.max_seq_len (from_checkpoint:
+    #                             the training documents' length, data.seq_len + 1, if shorter)
     instruction: str | None = None  # optional instruction after <task_caption> (training used none half the time)
     batch_size: int = 8  # prompts decoded together (left-padded to one length)
     generation: GenerationConfig = field(
@@ -72,11 +74,18 @@ class Captioner:
         from mmtok.training.checkpoint import load_for_inference, resolve_checkpoint
 
         model, run_config, tokenizer = load_for_inference(path, device=device)
+        config = config or CaptionConfig()
+        if config.context is None:  # positions past the training documents' length were never trained
+            config = replace(config, context=min(model.config.max_seq_len, run_config.data.seq_len + 1))
         captioner = cls(model, tokenizer, config)
         captioner.source, captioner.run_config = str(resolve_checkpoint(path)), run_config
         return captioner
 
     # ---- how much audio fits --------------------------------------------------------------------
+    @property
+    def context(self) -> int:
+        return min(self.config.context or self.model.config.max_seq_len, self.model.config.max_seq_len)
+
     @property
     def max_new_tokens(self) -> int:
         return self.config.generation.max_new_tokens
@@ -88,7 +97,7 @@ class Captioner:
     def max_frames(self) -> int:
         """Most audio frames a prompt can hold with room left for a `max_new_tokens` caption."""
         fixed, per_frame = audio_token_cost(self.tokenizer)
-        room = self.model.config.max_seq_len - self.max_new_tokens - self._prompt_overhead() - fixed
+        room = self.context - self.max_new_tokens - self._prompt_overhead() - fixed
         return room // per_frame
 
     def max_seconds(self) -> float:
@@ -98,7 +107,7 @@ class Captioner:
         limit = self.max_frames()
         if limit < 1:
             raise ValueError(
-                f"no audio fits: the model's context is {self.model.config.max_seq_len} tokens and "
+                f"no audio fits: the context is {self.context} tokens and "
                 f"max_new_tokens={self.max_new_tokens}; lower max_new_tokens"
             )
         if self.config.seconds is None:
@@ -109,7 +118,7 @@ class Captioner:
         if frames > limit:
             raise ValueError(
                 f"prompt too long for the context: {self.config.seconds:g} s of audio is {frames} frames, but "
-                f"a {self.model.config.max_seq_len}-token context with max_new_tokens={self.max_new_tokens} "
+                f"a {self.context}-token context with max_new_tokens={self.max_new_tokens} "
                 f"holds at most {limit} frames ({self.max_seconds():.2f} s); use --seconds <= that or --windows"
             )
         return frames

@@ -60,42 +60,44 @@ def generate(model, prompts: list[list[int]], config: GenerationConfig | None = 
     if cfg.seed is not None and not cfg.greedy:
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    was_training = model.training
-    model.eval()
-    seen = torch.zeros(b, mcfg.vocab_size, dtype=torch.bool, device=device)  # for the penalty
-    seen.scatter_(1, tokens, doc_ids >= 0)
+    # Ids each row has seen (prompt, then output), for the repetition penalty; padding is not seen.
+    seen = torch.zeros(b, mcfg.vocab_size, dtype=torch.long, device=device)
+    seen = seen.scatter_add_(1, tokens, (doc_ids >= 0).long()) > 0  # (B, V) bool
     out = torch.empty(b, cfg.max_new_tokens, dtype=torch.long, device=device)  # (B, N)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     lengths = torch.full((b,), cfg.max_new_tokens, dtype=torch.long, device=device)
-    cache = KVCache.for_model(mcfg, b, longest, dtype=next(model.parameters()).dtype, device=device) \
-        if cfg.use_cache else None
+    cache = None
+    if cfg.use_cache:
+        cache = KVCache.for_model(mcfg, b, longest, dtype=next(model.parameters()).dtype, device=device)
 
-    step_tokens, step_pos, step_doc = tokens, positions, doc_ids
-    for step in range(cfg.max_new_tokens):
-        logits = model(step_tokens, step_pos, step_doc, kv_cache=cache)[:, -1]  # (B, V)
-        logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
-        if constraint is not None:
-            allowed = constraint.allowed(step, out[:, :step]).to(device)
-            allowed = _pad_mask(allowed, logits.shape[-1])
-            logits = logits.masked_fill(~allowed, float("-inf"))
-        nxt = next_token(logits, cfg, generator)  # (B,)
-        out[:, step] = nxt
-        seen[torch.arange(b, device=device), nxt] = True
-        hit = torch.isin(nxt, stop) & ~done
-        lengths[hit] = step + 1
-        done |= hit
-        if bool(done.all()):
-            break
-        next_pos = step_pos[:, -1:] + 1  # (B, 1)
-        next_doc = torch.zeros(b, 1, dtype=torch.int32, device=device)
-        if cache is not None:  # feed only the new column
-            step_tokens, step_pos, step_doc = nxt[:, None], next_pos, next_doc
-        else:  # recompute everything: the reference the cache must match
-            step_tokens = torch.cat([step_tokens, nxt[:, None]], dim=1)
-            step_pos = torch.cat([step_pos, next_pos], dim=1)
-            step_doc = torch.cat([step_doc, next_doc], dim=1)
-    model.train(was_training)
-    n = step + 1 if cfg.max_new_tokens else 0
+    was_training = model.training
+    model.eval()
+    try:
+        step_tokens, step_pos, step_doc = tokens, positions, doc_ids
+        n = 0  # columns generated
+        while n < cfg.max_new_tokens and not bool(done.all()):
+            logits = model(step_tokens, step_pos, step_doc, kv_cache=cache)[:, -1]  # (B, V)
+            logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
+            if constraint is not None:
+                allowed = _pad_mask(constraint.allowed(n, out[:, :n]).to(device), logits.shape[-1])
+                logits = logits.masked_fill(~allowed, float("-inf"))
+            nxt = next_token(logits, cfg, generator)  # (B,)
+            out[:, n] = nxt
+            seen[torch.arange(b, device=device), nxt] = True
+            hit = torch.isin(nxt, stop) & ~done
+            lengths[hit] = n + 1
+            done |= hit
+            n += 1
+            next_pos = step_pos[:, -1:] + 1  # (B, 1)
+            next_doc = torch.zeros(b, 1, dtype=torch.int32, device=device)
+            if cache is not None:  # feed only the new column
+                step_tokens, step_pos, step_doc = nxt[:, None], next_pos, next_doc
+            else:  # recompute everything: the reference the cache must match
+                step_tokens = torch.cat([step_tokens, nxt[:, None]], dim=1)
+                step_pos = torch.cat([step_pos, next_pos], dim=1)
+                step_doc = torch.cat([step_doc, next_doc], dim=1)
+    finally:
+        model.train(was_training)
     return [row[: min(int(length), n)] for row, length in zip(out.tolist(), lengths)]
 
 

@@ -6,8 +6,11 @@ this once per forward pass, in every form a backend wants, and each backend read
 
     xformers  memory_efficient_attention over the flattened (1, B*T) batch with a
               BlockDiagonalCausalMask built from the segment lengths (no dense mask); CUDA only
-    sdpa      torch scaled_dot_product_attention: is_causal when each row is one segment,
-              else a dense (B, 1, T, T) block-diagonal causal boolean mask
+    sdpa      torch scaled_dot_product_attention: is_causal when each row is one segment; packed
+              rows on CPU go segment by segment (is_causal on each, like a varlen kernel: CPU
+              kernels compute every masked block, so a dense mask costs ~3x here on the demo's
+              ~300-token documents in 1024-token rows), on GPU one call with a dense
+              (B, 1, T, T) block-diagonal causal boolean mask
     math      the plain softmax(QK^T / sqrt(d)) V reference, dense mask
     auto      xformers where its kernels run (CUDA tensors), sdpa otherwise
 
@@ -29,7 +32,8 @@ from mmtok.data.batch import segment_starts, seqlens_of
 
 @dataclass
 class AttentionMask:
-    """Which keys each query may see. Exactly one of the three forms describes it."""
+    """Which keys each query may see, in one of three forms; none set = every key is visible
+    (a decode step whose row has no padding in the cache)."""
 
     causal: bool = False  # plain lower-triangular: every row is one segment, no cache
     dense: torch.Tensor | None = None  # (B, 1, Tq, Tk) bool, True = may attend
@@ -43,17 +47,19 @@ class AttentionMask:
         starts = segment_starts(doc_ids)  # (B, T)
         if not starts[:, 1:].any():
             return cls(causal=True)
-        if backend == "xformers":
+        if backend == "xformers" or (backend == "sdpa" and doc_ids.device.type == "cpu"):
             return cls(seqlens=seqlens_of(doc_ids))
         return cls(dense=block_causal_mask(starts))
 
-    def as_dense(self, t: int, device) -> torch.Tensor:
-        """(B or 1, 1, Tq, Tk) bool form, whatever this mask was built as (for `math`)."""
+    def as_dense(self, t: int, device) -> torch.Tensor | None:
+        """(B or 1, 1, Tq, Tk) bool form for `math`; None when every key is visible."""
         if self.dense is not None:
             return self.dense
         if self.causal:
             return torch.ones(t, t, dtype=torch.bool, device=device).tril()[None, None]
-        raise ValueError("a seqlens-only mask has no dense form here; build it with backend='sdpa'")
+        if self.seqlens is not None:
+            raise ValueError("a seqlens-only mask has no dense form here; build it with backend='sdpa'")
+        return None
 
 
 def block_causal_mask(starts: torch.Tensor) -> torch.Tensor:
@@ -105,14 +111,38 @@ def attend(q, k, v, mask: AttentionMask, backend: str) -> torch.Tensor:
     if backend == "math":
         k, v = repeat_kv(k, n_rep, 1), repeat_kv(v, n_rep, 1)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
-        scores = scores.masked_fill(~mask.as_dense(q.shape[2], q.device), float("-inf"))
+        visible = mask.as_dense(q.shape[2], q.device)
+        if visible is not None:
+            scores = scores.masked_fill(~visible, float("-inf"))
         out = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype) @ v  # (B, H, Tq, D)
         return out.transpose(1, 2)
     # sdpa (and the cached path of xformers): GQA handled inside the kernel, no kv copy.
+    if mask.seqlens is not None:
+        return _sdpa_segments(q, k, v, mask.seqlens)
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask.dense, is_causal=mask.causal, enable_gqa=n_rep > 1
     )
     return out.transpose(1, 2)
+
+
+def _flatten_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, D) -> (1, H, B*T, D): rows end to end (segments never straddle two rows)."""
+    b, h, t, d = x.shape
+    return x.transpose(0, 1).reshape(1, h, b * t, d)
+
+
+def _sdpa_segments(q, k, v, seqlens: list[int]) -> torch.Tensor:
+    """Causal attention inside each segment of the flattened batch, one SDPA call per segment."""
+    b, h, t, d = q.shape
+    q, k, v = _flatten_rows(q), _flatten_rows(k), _flatten_rows(v)
+    outs, start = [], 0
+    for n in seqlens:
+        end = start + n
+        outs.append(F.scaled_dot_product_attention(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end],
+                                                   is_causal=True, enable_gqa=h != k.shape[1]))
+        start = end
+    out = torch.cat(outs, dim=2).view(h, b, t, d)  # (H, B, T, D)
+    return out.permute(1, 2, 0, 3)  # (B, T, H, D)
 
 
 def xformers_bias(mask: AttentionMask, batch: int, seqlen: int):

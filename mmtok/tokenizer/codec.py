@@ -56,7 +56,7 @@ def sha256_file(path) -> str:
 
 # ---- building models ----------------------------------------------------------------------------
 @contextlib.contextmanager
-def _quiet_weight_norm():
+def quiet_weight_norm():
     """encodec builds its convs with the deprecated torch.nn.utils.weight_norm; hide that warning."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
@@ -65,7 +65,7 @@ def _quiet_weight_norm():
 
 def build_encodec(arch: dict):
     """An `encodec.EncodecModel` from a fitted codec's architecture dict (see codec_fit.PRESETS)."""
-    with _quiet_weight_norm():
+    with quiet_weight_norm():
         return _build_encodec(arch)
 
 
@@ -86,6 +86,16 @@ def _build_encodec(arch: dict):
     return model
 
 
+def pretrained_available(name: str, repository=None) -> bool:
+    """Whether `name`'s weights can be loaded without a download: in `repository` /
+    $MMTOK_ENCODEC_DIR, or already in the torch hub cache (encodec's download location)."""
+    _, official, _ = PRETRAINED[name]
+    repository = repository or os.environ.get(ENV_REPOSITORY)
+    if repository:
+        return (Path(repository) / official).is_file() or any(Path(repository).glob(f"{name}-*.th"))
+    return (Path(torch.hub.get_dir()) / "checkpoints" / official).is_file()
+
+
 def _load_pretrained(name: str, repository):
     from encodec import EncodecModel
 
@@ -94,7 +104,7 @@ def _load_pretrained(name: str, repository):
     repository = repository or os.environ.get(ENV_REPOSITORY) or None
     if repository is None:
         try:
-            with _quiet_weight_norm():
+            with quiet_weight_norm():
                 return factory(pretrained=True)  # encodec's own download (torch hub cache)
         except Exception as e:
             raise FileNotFoundError(
@@ -103,12 +113,12 @@ def _load_pretrained(name: str, repository):
             ) from None
     repository = Path(repository)
     if (repository / official).is_file():
-        with _quiet_weight_norm():
+        with quiet_weight_norm():
             return factory(pretrained=True, repository=repository)
     candidates = sorted(repository.glob(f"{name}-*.th"))
     if not candidates:
         raise FileNotFoundError(f"{repository}: no {official} (or {name}-<sha256 prefix>.th) checkpoint")
-    with _quiet_weight_norm():
+    with quiet_weight_norm():
         model = factory(pretrained=False)
     model.load_state_dict(EncodecModel._get_pretrained(candidates[0].name, repository))
     model.name = name

@@ -181,6 +181,40 @@ def fit_codebooks(model, audio: list[torch.Tensor], cfg: FitConfig, frames_per_s
     kmeans_codebooks(model.quantizer.vq.layers, x, cfg.kmeans_iters, cfg.seed, frames_per_step, from_current)
 
 
+def kmeans_encodec_repository(out, audio_files, n_q: int = 2, seconds: float = 20.0,
+                              names=("encodec_24khz", "encodec_48khz")) -> Path:
+    """An offline stand-in for encodec's pretrained weights (tests, benchmarks): the real
+    architectures with `pretrained=False` (random encoders) and their first `n_q` codebooks
+    k-means-initialised on `seconds` of real audio, saved as `encodec_<rate>-<sha256[:8]>.th`
+    (the name scheme encodec's `_get_pretrained` verifies) for `load_codec(..., repository=out)`.
+    Speed and the code/decode paths are real; the codes only exercise the pipeline."""
+    import hashlib
+
+    from encodec import EncodecModel
+
+    from mmtok.tokenizer.codec import PRETRAINED, quiet_weight_norm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        with quiet_weight_norm():
+            model = getattr(EncodecModel, PRETRAINED[name][0])(pretrained=False)
+        mono = torch.cat(load_training_audio(audio_files, model.sample_rate, seconds))
+        x = mono[None].repeat(model.channels, 1)  # (C, n)
+        with torch.no_grad():
+            if model.segment_length:  # 48 kHz: encodec normalises each 1 s segment by its RMS
+                segs = x.split(model.segment_length, dim=1)
+                frames = [model.encoder((s / (s.mean(0).pow(2).mean().sqrt() + 1e-8))[None])[0].T for s in segs]
+            else:
+                frames = [model.encoder(x[None])[0].T]
+        kmeans_codebooks(model.quantizer.vq.layers[:n_q], torch.cat(frames), iters=10)
+        tmp = out / f"{name}.tmp"
+        torch.save(model.state_dict(), tmp)
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]
+        os.replace(tmp, out / f"{name}-{digest}.th")
+    return out
+
+
 class MelLoss(torch.nn.Module):
     """L1 between log-mel spectrograms at several FFT sizes (EnCodec's l_f, simplified)."""
 

@@ -51,6 +51,11 @@ class WandbLogger:
     """`log(metrics, step)`, `log_table(key, columns, rows, step)`, `finish()`."""
 
     def __init__(self, cfg: WandbConfig, run_config: dict, out_dir):
+        self.mode = resolve_mode(cfg)
+        self.run = None
+        self.broken = False
+        if self.mode == "disabled":
+            return  # not even the import (1-2 s)
         import wandb
 
         self._wandb = wandb
@@ -59,7 +64,6 @@ class WandbLogger:
         id_file = out_dir / "wandb_run_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id + "\n")
-        self.mode = resolve_mode(cfg)
         kwargs = dict(
             project=cfg.project,
             entity=cfg.entity,
@@ -81,24 +85,23 @@ class WandbLogger:
             log.warning("wandb online init failed (%s); logging offline to %s", e, out_dir / "wandb")
             self.mode = "offline"
             self.run = wandb.init(mode="offline", **kwargs)
-        self.broken = False
 
     def log(self, metrics: dict, step: int) -> None:
-        self._safely(self.run.log, metrics, step=step)
+        self._safely(lambda: self.run.log(metrics, step=step))
 
     def log_table(self, key: str, columns: list[str], rows: list[list], step: int) -> None:
-        self._safely(self.run.log, {key: self._wandb.Table(columns=columns, data=rows)}, step=step)
+        self._safely(lambda: self.run.log({key: self._wandb.Table(columns=columns, data=rows)}, step=step))
 
     def finish(self) -> None:
-        self._safely(self.run.finish)
+        self._safely(lambda: self.run.finish())
 
-    def _safely(self, fn, *args, **kwargs) -> None:
+    def _safely(self, fn) -> None:
         """wandb's service process can die under us (e.g. SIGTERM to the whole job): warn once,
         stop logging to wandb, keep training (metrics.jsonl still has everything)."""
-        if self.broken:
+        if self.run is None or self.broken:
             return
         try:
-            fn(*args, **kwargs)
+            fn()
         except Exception as e:
             self.broken = True
             log.warning("wandb logging failed (%s); continuing without wandb", e)
