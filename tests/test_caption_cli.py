@@ -8,6 +8,7 @@ import soundfile as sf
 from mmtok.cli import main
 from mmtok.generate.captioner import CaptionConfig, Captioner
 from mmtok.generate.sampling import GenerationConfig
+from mmtok.tokenizer.layout import Modality
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -29,6 +30,11 @@ def test_caption_cli_prints_one_caption_per_file(trained_run, real_audio_files, 
     assert [r["caption"] for r in rows] == cap.caption_batch(files)
     wav, sr = sf.read(files[0], dtype="float32")
     assert cap(wav, sr) == rows[0]["caption"]
+    # No audio (or other non-text) token in the trained model's captions, only a closing <eos>.
+    layout = cap.tokenizer.layout
+    for ids in cap.generate_ids([cap.encode(f) for f in files]):
+        body = ids[:-1] if ids[-1] == layout.eos_id else ids
+        assert (layout.modality_of(body) == Modality.TEXT).all()
 
     rc, out, _ = run_cli(capsys, "caption", "--checkpoint", next((trained_run / "checkpoints").glob("step_*")),
                          files[0], "--windows", "2", "--max-new-tokens", "8")

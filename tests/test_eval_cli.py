@@ -2,6 +2,7 @@
 called directly on the same captions; perplexity on held-out shards; attributes; bad inputs."""
 
 import json
+import shutil
 
 import pytest
 
@@ -60,10 +61,14 @@ def test_eval_reports_every_metric(trained_run, clip_manifest, clip_shards, tmp_
 
 
 def test_eval_limit_and_bad_inputs(trained_run, clip_manifest, tmp_path, capsys):
-    rc = main(["eval", "--checkpoint", str(trained_run), "--manifest", str(clip_manifest), "--limit", "2",
-               "--no-meteor", "--max-new-tokens", "8", "--out", str(tmp_path / "r")])
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    rc = main(["eval", "--checkpoint", str(run), "--manifest", str(clip_manifest), "--limit", "2",
+               "--no-meteor", "--max-new-tokens", "8"])
     assert rc == 0
-    report = json.loads((tmp_path / "r" / "eval.json").read_text())
+    # Default report directory: RUN/eval/step_N, outside the checkpoint that keep_last_k may delete.
+    (step,) = (run / "checkpoints").glob("step_*")
+    report = json.loads((run / "eval" / step.name / "eval.json").read_text())
     assert report["n_captions"] == 2 and "METEOR" not in report["caption_metrics"]
     assert "perplexity" not in report and "attributes" not in report
     capsys.readouterr()

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--attributes", action="store_true",
                    help="also score instrument, tempo class, key/mode and meter named in the captions "
                         "(demo-corpus manifests) against the majority-class baseline")
-    p.add_argument("--out", default=None, help="report directory (default: CHECKPOINT/eval)")
+    p.add_argument("--out", default=None, help="report directory (default: RUN/eval/step_N)")
     p.add_argument("--limit", type=int, default=None, help="first N manifest items only")
     p.add_argument("--ppl-rows", type=int, default=400,
                    help="held-out rows (data.seq_len tokens each) for perplexity (default 400)")

@@ -200,6 +200,7 @@ def set_tempo(seg, bpm: int) -> None:
 
 def clip_facts(spec: ClipSpec, score, clip_seconds: float, sample_rate: int, font_path: str):
     """Render one clip; returns (mono float32 audio, facts dict)."""
+    from music21 import key as music21_key
     from music21 import meter
 
     quarters = clip_seconds * spec.tempo_bpm / 60.0
@@ -214,7 +215,9 @@ def clip_facts(spec: ClipSpec, score, clip_seconds: float, sample_rate: int, fon
         set_tempo(seg, spec.tempo_bpm)
         if spec.transpose:
             seg.transpose(spec.transpose, inPlace=True)
-        key = seg.analyze("key")
+        key = seg.analyze("key")  # from the pitches, not the (transposed) signature
+        for sig in list(seg.recurse().getElementsByClass(music21_key.KeySignature)):
+            sig.activeSite.remove(sig)  # silent in MIDI, and >7 sharps after transposing breaks the writer
         audio = render_score(seg, spec.program, font_path, sample_rate)[: int(clip_seconds * sample_rate)]
         if audio.size and float(np.sqrt(np.mean(audio**2))) >= MIN_RMS:
             break

@@ -142,6 +142,21 @@ def _identity(x):
     return x
 
 
+def _tensors(obj, to_torch: bool):
+    """numpy arrays <-> tensors, recursively. Workers keep numpy (pickled inline through the
+    DataLoader queue: sending tensors costs a shared-memory file per array, which made the loader
+    10x slower); checkpoints get tensors (torch.load(weights_only=True) refuses numpy)."""
+    if isinstance(obj, dict):
+        return {k: _tensors(v, to_torch) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_tensors(v, to_torch) for v in obj)
+    if to_torch and isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if not to_torch and isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    return obj
+
+
 class PackedLoader:
     """Iterable of `PackedBatch` for one rank, with `state_dict()` / `load_state_dict()`."""
 
@@ -174,7 +189,7 @@ class PackedLoader:
         fingerprint = {k: cfg[k] for k in ("seq_len", "batch_size", "seed", "shuffle_buffer", "resampled")}
         return {"version": STATE_VERSION, "rank": self.rank, "world_size": self.world_size,
                 "workers": max(1, self.cfg.workers), "batches": self.batches, "config": fingerprint,
-                "n_shards": len(self.dataset.urls), "worker_states": dict(self.worker_states)}  # fmt: skip
+                "n_shards": len(self.dataset.urls), "worker_states": _tensors(self.worker_states, True)}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
@@ -192,4 +207,4 @@ class PackedLoader:
             raise ValueError(f"loader state was saved with data config {state['config']}, this run has "
                              f"{mine['config']}")  # fmt: skip
         self.batches = state["batches"]
-        self.worker_states = {int(k): v for k, v in state["worker_states"].items()}
+        self.worker_states = {int(k): _tensors(v, False) for k, v in state["worker_states"].items()}

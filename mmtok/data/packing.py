@@ -96,10 +96,10 @@ class Packer:
 
     # ---- exact resume -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"pool": [(torch.from_numpy(ids), torch.from_numpy(loss)) for ids, loss in self.pool]}
+        return {"pool": [(ids, loss) for ids, loss in self.pool]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.pool = [(ids.numpy().astype(np.int64), loss.numpy().astype(bool)) for ids, loss in state["pool"]]
+        self.pool = [(np.asarray(ids, np.int64), np.asarray(loss, bool)) for ids, loss in state["pool"]]
 
 
 def collate_rows(rows: list[Row]) -> PackedBatch:

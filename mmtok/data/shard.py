@@ -224,7 +224,9 @@ def shard_manifest(manifest, tokenizer_dir, out, split: str | None = None,
         else:
             import multiprocessing as mp
 
-            pool = mp.get_context("spawn").Pool(min(cfg.workers, len(jobs)), _init_worker, (str(tokenizer_dir),))
+            # fork: workers start in ~0.1 s instead of re-importing torch (~5 s each with spawn);
+            # the parent has not started the codec (it loads lazily), so there are no threads to copy.
+            pool = mp.get_context("fork").Pool(min(cfg.workers, len(jobs)), _init_worker, (str(tokenizer_dir),))
             results = pool.imap_unordered(write_shard, jobs)
         for rec in results:
             records[rec["url"]] = rec

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from mmtok.tokenizer.codes import AudioCodes
 
@@ -68,16 +67,14 @@ class Sample:
 
     def to_state(self) -> dict:
         c = self.codes
-        return {"key": self.key, "url": self.url, "codes": torch.from_numpy(c.codes.astype(np.int16)),
-                "n_samples": c.n_samples, "sample_rate": c.sample_rate, "codec": c.codec,
-                "scales": None if c.scales is None else torch.from_numpy(c.scales),
+        return {"key": self.key, "url": self.url, "codes": c.codes.astype(np.int16),
+                "n_samples": c.n_samples, "sample_rate": c.sample_rate, "codec": c.codec, "scales": c.scales,
                 "frames_per_segment": c.frames_per_segment, "text": self.text,
                 "meta": json.dumps(self.meta)}  # fmt: skip
 
     @classmethod
     def from_state(cls, s: dict) -> "Sample":
-        scales = None if s["scales"] is None else s["scales"].numpy()
-        codes = AudioCodes(s["codes"].numpy(), s["n_samples"], s["sample_rate"], s["codec"], scales,
+        codes = AudioCodes(s["codes"], s["n_samples"], s["sample_rate"], s["codec"], s["scales"],
                            s["frames_per_segment"])  # fmt: skip
         return cls(s["key"], s["url"], codes, s["text"], json.loads(s["meta"]))
 

@@ -110,5 +110,10 @@ def heldout_perplexity(model, tokenizer, run_config, shards, max_rows: int, devi
         raise ValueError(f"held-out shards {shards}: {e}") from None
 
 
-def default_out_dir(checkpoint) -> Path:
-    return Path(checkpoint) / "eval"
+def default_out_dir(step_dir) -> Path:
+    """RUN/eval/step_N for RUN/checkpoints/step_N: outside the step directory, which
+    `train.keep_last_k` deletes when newer checkpoints arrive."""
+    step_dir = Path(step_dir)
+    if step_dir.parent.name == "checkpoints":
+        return step_dir.parent.parent / "eval" / step_dir.name
+    return step_dir / "eval"

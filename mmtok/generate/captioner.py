@@ -63,6 +63,9 @@ class Captioner:
         self.tokenizer = tokenizer
         self.config = config or CaptionConfig()
         self.config.generation.validate()
+        if self.config.batch_size < 1 or self.config.generation.max_new_tokens < 1:
+            raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {self.config.batch_size} "
+                             f"and {self.config.generation.max_new_tokens}")
         check_model_fits(self.model, tokenizer)
         self.constraint = TextConstraint(tokenizer.layout)
         self.source = "<in-memory model>"  # what reports name as the model

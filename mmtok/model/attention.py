@@ -134,13 +134,10 @@ def _flatten_rows(x: torch.Tensor) -> torch.Tensor:
 def _sdpa_segments(q, k, v, seqlens: list[int]) -> torch.Tensor:
     """Causal attention inside each segment of the flattened batch, one SDPA call per segment."""
     b, h, t, d = q.shape
-    q, k, v = _flatten_rows(q), _flatten_rows(k), _flatten_rows(v)
-    outs, start = [], 0
-    for n in seqlens:
-        end = start + n
-        outs.append(F.scaled_dot_product_attention(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end],
-                                                   is_causal=True, enable_gqa=h != k.shape[1]))
-        start = end
+    gqa = h != k.shape[1]
+    # split (not slicing): its backward is one cat instead of a zero-filled buffer per segment
+    pieces = zip(*(_flatten_rows(x).split(seqlens, dim=2) for x in (q, k, v)))
+    outs = [F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=gqa) for qs, ks, vs in pieces]
     out = torch.cat(outs, dim=2).view(h, b, t, d)  # (H, B, T, D)
     return out.permute(1, 2, 0, 3)  # (B, T, H, D)
 

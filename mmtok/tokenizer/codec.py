@@ -159,54 +159,75 @@ class Codec:
 
     # ---- encode ---------------------------------------------------------------------------------
     @torch.inference_mode()
-    def encode(self, audio, sample_rate: int | None = None, chunk_seconds: float = 30.0,
-               context_seconds: float = 2.0) -> AudioCodes:
-        """File path or waveform -> AudioCodes, window by window.
+    def encode(self, audio, sample_rate: int | None = None, chunk_seconds: float = 10.0,
+               context_seconds: float = 2.0, batch_seconds: float = 40.0) -> AudioCodes:
+        """File path or waveform -> AudioCodes, in windows batched together.
 
-        Seam rule: windows start at multiples of the hop; each window is encoded with
-        `context_seconds` of real audio on both sides (left only for causal codecs) and the
-        frames of the context are discarded, so a frame sees the same receptive field as in a
-        whole-file encode (exact for convolutions; the LSTM state is warmed up by the context).
-        Segment codecs (encodec_48khz) encode each 1 s segment independently anyway: windows are
-        whole segments, and the result is identical to encodec's whole-file encode.
+        Seam rule: audio longer than `chunk_seconds` is cut into windows starting at multiples
+        of the hop; each is encoded with `context_seconds` of real audio on both sides (left only
+        for causal codecs) whose frames are discarded, so a frame sees the same convolutional
+        receptive field as in a whole-file encode (the LSTM state is warmed up by the context).
+        Audio up to `chunk_seconds` is one window: exactly encodec's whole-file encode.
+        Segment codecs (encodec_48khz) encode each 1 s segment independently anyway, so their
+        windows are the segments themselves and the result is exact at any length.
+        Equal-length windows run as one batch of at most `batch_seconds` of audio: the LSTM at
+        the end of SEANet runs once per batch instead of once per window (at batch 1 it is
+        memory-bound and dominates CPU time), and memory stays bounded by `batch_seconds`.
         """
         with (audio if isinstance(audio, AudioSource) else AudioSource(audio, sample_rate)) as src:
             inp = CodecInput(src, self.sample_rate, self.channels)
             if self.segment_length is None:
-                codes = self._encode_windows(inp, chunk_seconds, context_seconds)
-                scales = None
+                codes, scales = self._encode_windows(inp, chunk_seconds, context_seconds, batch_seconds), None
             else:
-                codes, scales = self._encode_segments(inp, chunk_seconds)
+                codes, scales = self._encode_segments(inp, batch_seconds)
         return AudioCodes(codes=codes, n_samples=inp.n_samples, sample_rate=self.sample_rate,
                           codec=self.id, scales=scales, frames_per_segment=self.frames_per_segment)
 
-    def _encode_windows(self, inp: CodecInput, chunk_seconds: float, context_seconds: float) -> np.ndarray:
+    @staticmethod
+    def _batches(windows: list[tuple[int, ...]], max_samples: int):
+        """Consecutive equal-length (start, stop, ...) windows grouped, at most max_samples per group."""
+        group: list[tuple[int, int]] = []
+        for w in windows:
+            length = w[1] - w[0]
+            if group and (length != group[0][1] - group[0][0] or (len(group) + 1) * length > max_samples):
+                yield group
+                group = []
+            group.append(w)
+        if group:
+            yield group
+
+    def _encode_windows(self, inp: CodecInput, chunk_seconds: float, context_seconds: float,
+                        batch_seconds: float) -> np.ndarray:
         n = inp.n_samples
         unit = math.lcm(self.hop, inp.align)  # window starts must suit both the codec and resampler
         chunk = max(unit, round(chunk_seconds * self.sample_rate / unit) * unit)
         left = math.ceil(context_seconds * self.sample_rate / unit) * unit
         right = 0 if self.causal else left  # a causal frame never sees the future
+        # (window start, window stop, kept start, kept stop): the window adds the context
+        windows = [(max(0, a - left), min(n, a + chunk + right), a, min(a + chunk, n)) for a in range(0, n, chunk)]
         out = []
-        for a in range(0, n, chunk):
-            b = min(a + chunk, n)
-            w0 = max(0, a - left)
-            x = inp.read(w0, min(n, b + right))[None]  # (1, C, w)
-            codes = self.model.encode(x)[0][0][0]  # (K, frames of the window)
-            f0 = (a - w0) // self.hop
-            out.append(codes[:, f0 : f0 + math.ceil((b - a) / self.hop)])
+        for group in self._batches(windows, int(batch_seconds * self.sample_rate)):
+            x = torch.stack([inp.read(w0, w1) for w0, w1, _, _ in group])  # (B, C, w)
+            codes = self.model.encode(x)[0][0]  # (B, K, frames of a window)
+            for i, (w0, _, a, b) in enumerate(group):
+                f0 = (a - w0) // self.hop
+                out.append(codes[i, :, f0 : f0 + math.ceil((b - a) / self.hop)])
         return torch.cat(out, dim=1).numpy().astype(np.int64)
 
-    def _encode_segments(self, inp: CodecInput, chunk_seconds: float):
+    def _encode_segments(self, inp: CodecInput, batch_seconds: float):
         n, seg, stride = inp.n_samples, self.segment_length, self.segment_stride
-        unit = math.lcm(stride, inp.align)
-        chunk = max(unit, round(chunk_seconds * self.sample_rate / unit) * unit)
+        unit = math.lcm(stride, inp.align)  # reads start where resampling is exact
+        chunk = max(unit, round(batch_seconds * self.sample_rate / unit) * unit)
         codes, scales = [], []
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
-            x = inp.read(a, min(n, b + seg - stride))[None]  # (1, C, w): whole last segment
-            frames = self.model.encode(x)[: math.ceil((b - a) / stride)]  # drop the next window's
-            codes += [c[0] for c, _ in frames]
-            scales += [s.view(()) for _, s in frames]
+            x = inp.read(a, min(n, b + seg - stride))  # (C, w): through the last segment's end
+            segments = [(o - a, min(o + seg, n) - a) for o in range(a, b, stride)]
+            for group in self._batches(segments, len(segments) * seg):
+                batch = torch.stack([x[:, s0:s1] for s0, s1 in group])  # (B, C, seg)
+                c, scale = self.model._encode_frame(batch)  # encodec's per-segment step, batched
+                codes += list(c)
+                scales += list(scale.view(-1))
         return torch.cat(codes, dim=1).numpy().astype(np.int64), torch.stack(scales).numpy()
 
     # ---- decode ---------------------------------------------------------------------------------

@@ -47,8 +47,9 @@ class TokenizerConfig:
     frame_rate: float = 0.0  # codec frames per second
     hop: int = 0  # samples per frame
     frames_per_segment: int | None = None  # scaled segment length in frames (encodec_48khz), else None
-    chunk_seconds: float = 30.0  # long audio is encoded in windows of this length...
-    context_seconds: float = 2.0  # ...with this much context each side (frames discarded)
+    chunk_seconds: float = 10.0  # longer audio is encoded in windows of this length...
+    context_seconds: float = 2.0  # ...with this much context each side (frames discarded)...
+    batch_seconds: float = 40.0  # ...equal-length windows batched up to this much audio (bounds memory)
     layout_hash: str = ""  # hash of layout.json (checked on load)
 
 
@@ -253,7 +254,8 @@ class MultimodalTokenizer:
     def encode_audio(self, audio, sample_rate: int | None = None) -> AudioCodes:
         """File path or waveform ((n,) or (C, n), with `sample_rate`) -> AudioCodes with this
         tokenizer's n_codebooks; resampling and channel mixing follow audio_io's rules."""
-        codes = self.codec.encode(audio, sample_rate, self.config.chunk_seconds, self.config.context_seconds)
+        cfg = self.config
+        codes = self.codec.encode(audio, sample_rate, cfg.chunk_seconds, cfg.context_seconds, cfg.batch_seconds)
         codes.codes = codes.codes[: self.config.n_codebooks]
         return codes
 
