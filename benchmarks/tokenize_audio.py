@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -113,20 +112,27 @@ def throughput(args, repo, clips) -> dict:
 
 
 def peak_memory(args, repo, path: Path, mode: str) -> dict:
-    """Run one encode in a fresh process; report its peak RSS and the rise after model load."""
+    """Run one encode in a fresh process; report its peak RSS (VmHWM: per process image, unlike
+    ru_maxrss which Linux carries over from the forking parent) and the rise over the RSS after
+    the model is loaded."""
     code = f"""
-import json, resource, time, torch, sys
+import json, time, torch, sys
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) // 1024  # MiB
+
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 torch.set_num_threads({args.threads})
 from tokenize_audio import plain_encode
 from mmtok.tokenizer.codec import load_codec
 codec = load_codec({args.codec!r}, {args.bandwidth!r}, {repo!r})
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = status("VmRSS:")
 t = time.perf_counter()
 codec.encode({str(path)!r}) if {mode!r} == "mmtok" else plain_encode(codec.model, {str(path)!r})
 wall = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"peak_rss_mb": round(peak / 1024), "rise_over_loaded_model_mb": round((peak - base) / 1024), "seconds": round(wall, 1)}}))
+peak = status("VmHWM:")
+print(json.dumps({{"peak_rss_mb": peak, "rise_over_loaded_model_mb": peak - base, "seconds": round(wall, 1)}}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:

@@ -111,3 +111,15 @@ def test_parse_caption_recovers_every_attribute():
 )  # fmt: skip
 def test_parse_caption_free_text(text, expected):
     assert parse_caption(text) == expected
+
+
+def test_cli_demo_corpus_resumes(demo_corpus_dir, capsys):
+    from mmtok.cli import main
+
+    manifest = (demo_corpus_dir / "valid.jsonl").read_text()
+    assert main(["data", "demo-corpus", "--out", str(demo_corpus_dir), "--pieces", "6", "--clips-per-piece", "2",
+                 "--clip-seconds", "3", "--workers", "1"]) == 0  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["skipped"] == 0 and summary["pieces"] == len({r["piece"] for s in ("train", "valid", "test")
+                                                                 for r in read(demo_corpus_dir / f"{s}.jsonl")})
+    assert (demo_corpus_dir / "valid.jsonl").read_text() == manifest

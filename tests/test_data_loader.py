@@ -68,3 +68,6 @@ def test_valid_split_is_one_deterministic_pass(data_shards, tokenizer):
     a = list(cfg.build(tokenizer, split="valid"))
     b = list(cfg.build(tokenizer, split="valid"))
     assert a and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    # More ranks than valid shards still works: samples are dealt to ranks one by one.
+    per_rank = [list(cfg.build(tokenizer, rank=r, world_size=4, split="valid")) for r in range(4)]
+    assert sum(len(p) for p in per_rank) <= len(a) and all(per_rank[:2])

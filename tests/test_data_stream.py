@@ -32,6 +32,13 @@ def test_ranks_x_workers_cover_epoch_exactly_once(data_shards):
     assert sorted(two) == sorted(all_keys(urls) * 2)
 
 
+def test_sample_split_covers_epoch_with_few_shards(data_shards):
+    urls = resolve_shards(data_shards / "shards.jsonl#train")[:3]  # fewer shards than 2 x 2
+    cfg = StreamConfig(seed=1, shuffle_buffer=2, epochs=1, split_by="sample")
+    seen = [[s.key for s in ShardStream(urls, cfg, r, 2, w, 2)] for r in range(2) for w in range(2)]
+    assert sorted(k for keys in seen for k in keys) == sorted(all_keys(urls)) and all(seen)
+
+
 def test_order_is_deterministic_given_seed(data_shards):
     urls = resolve_shards(data_shards / "shards.jsonl#train")
     run = lambda seed: [s.key for s in ShardStream(urls, StreamConfig(seed=seed, shuffle_buffer=4, epochs=1))]  # noqa: E731

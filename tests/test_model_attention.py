@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmtok.data.batch import PackedBatch, segment_starts
-from mmtok.model.attention import AttentionMask, attend, block_causal_mask, resolve_backend
+from mmtok.model.attention import AttentionMask, attend, block_causal_mask, resolve_backend, xformers_bias
 
 # Two packed rows: three documents then padding; one document filling the row.
 DOC_IDS = torch.tensor([[0] * 5 + [1] * 7 + [2] * 3 + [-1] * 3, [0] * 18], dtype=torch.int32)
@@ -56,7 +56,8 @@ def test_xformers_bias_materializes_to_our_block_mask():
                         positions=torch.zeros(b, t, dtype=torch.long), doc_ids=DOC_IDS,
                         modality=torch.zeros(b, t, dtype=torch.int8))
     assert mask.seqlens == batch.seqlens() == [5, 7, 3, 3, 18]
-    bias = fmha.attn_bias.BlockDiagonalCausalMask.from_seqlens(mask.seqlens)
+    bias = xformers_bias(mask, b, t)  # what the xformers backend passes to its kernel
+    assert isinstance(bias, fmha.attn_bias.BlockDiagonalCausalMask)
     theirs = bias.materialize((b * t, b * t)) == 0  # 0 where visible, -inf elsewhere
 
     ours = torch.zeros(b * t, b * t, dtype=torch.bool)
@@ -64,6 +65,9 @@ def test_xformers_bias_materializes_to_our_block_mask():
     for i in range(b):
         ours[i * t:(i + 1) * t, i * t:(i + 1) * t] = dense[i]
     assert torch.equal(theirs, ours)
+    # One document per row: the causal form becomes one block per row.
+    causal = xformers_bias(AttentionMask.from_doc_ids(None, "xformers"), b, t).materialize((b * t, b * t)) == 0
+    assert torch.equal(causal, torch.block_diag(*[torch.ones(t, t).tril()] * b).bool())
 
 
 def test_xformers_backend_refuses_cpu_tensors_with_a_clear_error():

@@ -13,6 +13,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory (re-running resumes)")
     p.add_argument("--size", default="default", choices=("smoke", "default", "large"),
                    help="smoke ~72 clips (minutes), default ~1.4k clips (~12 min on 2 cores), large ~36k (hours)")
+    p.add_argument("--pieces", type=int, default=None, help="custom size: number of pieces (overrides --size)")
+    p.add_argument("--clips-per-piece", type=int, default=None, help="custom size: clips per piece")
     p.add_argument("--seed", type=int, default=0, help="the corpus is a deterministic function of it")
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
     p.add_argument("--clip-seconds", type=float, default=5.0, help="clip length (sets the token budget)")
@@ -42,9 +44,12 @@ def register(subparsers) -> None:
 
 
 def _demo_corpus(args) -> None:
-    from mmtok.data.corpus import build_demo_corpus
+    from mmtok.data.corpus import SIZES, CorpusSize, build_demo_corpus
 
-    summary = build_demo_corpus(args.out, size=args.size, seed=args.seed, workers=args.workers,
+    size = args.size
+    if args.pieces or args.clips_per_piece:
+        size = CorpusSize(args.pieces or SIZES[size].n_pieces, args.clips_per_piece or SIZES[size].clips_per_piece)
+    summary = build_demo_corpus(args.out, size=size, seed=args.seed, workers=args.workers,
                                 clip_seconds=args.clip_seconds, sample_rate=args.sample_rate)  # fmt: skip
     print(json.dumps(summary, indent=2))
 

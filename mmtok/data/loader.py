@@ -48,6 +48,7 @@ class DataConfig:
     pack_pool: int = 16  # documents the packer chooses from (best fit)
     min_split: int = 16  # a row with this many free positions left gets a split document
     prefetch: int = 2  # batches each worker prepares ahead
+    split_by: str = "shard"  # "shard" (whole shards per rank/worker) or "sample" (any shard count)
 
     def __post_init__(self):
         if isinstance(self.templates, dict):  # from YAML
@@ -55,13 +56,13 @@ class DataConfig:
 
     def stream_config(self) -> StreamConfig:
         return StreamConfig(seed=self.seed, shuffle_buffer=self.shuffle_buffer, resampled=self.resampled,
-                            epoch_samples=self.epoch_samples, epochs=self.epochs)  # fmt: skip
+                            epoch_samples=self.epoch_samples, epochs=self.epochs, split_by=self.split_by)  # fmt: skip
 
     def build(self, tokenizer, rank: int = 0, world_size: int = 1, split: str = "train") -> "PackedLoader":
         """The loader for this rank (checks the shard count against ranks x workers at once).
 
-        split="valid" reads valid_shards once (epochs=1, no shuffling or resampling), with at most
-        as many workers per rank as there are shards per rank."""
+        split="valid" reads valid_shards once (epochs=1, no shuffling or resampling, no worker
+        processes), every rank taking every world_size-th sample."""
         spec = self.train_shards if split == "train" else self.valid_shards
         if not spec:
             raise ValueError(f"DataConfig has no {split}_shards")
@@ -69,9 +70,9 @@ class DataConfig:
         if not urls:
             raise ValueError(f"no shards found for {split}_shards={spec!r}")
         cfg = self
-        if split != "train":  # evaluation: one deterministic pass, as many workers as shards allow
-            workers = min(self.workers, len(urls) // world_size)
-            cfg = replace(self, epochs=1, resampled=False, shuffle_buffer=0, workers=workers)
+        if split != "train":  # evaluation: one deterministic pass in the main process, the samples
+            # dealt round-robin to ranks, so a valid set of one shard works on any number of ranks
+            cfg = replace(self, epochs=1, resampled=False, shuffle_buffer=0, workers=0, split_by="sample")
         ShardStream(urls, cfg.stream_config(), rank, world_size, 0, max(1, cfg.workers))  # fail fast
         return PackedLoader(cfg, tokenizer, urls, rank, world_size)
 
@@ -186,7 +187,7 @@ class PackedLoader:
         """Everything needed to continue after the last batch handed out (torch.save-able and
         loadable with torch.load(weights_only=True))."""
         cfg = asdict(self.cfg)
-        fingerprint = {k: cfg[k] for k in ("seq_len", "batch_size", "seed", "shuffle_buffer", "resampled")}
+        fingerprint = {k: cfg[k] for k in ("seq_len", "batch_size", "seed", "shuffle_buffer", "resampled", "split_by")}
         return {"version": STATE_VERSION, "rank": self.rank, "world_size": self.world_size,
                 "workers": max(1, self.cfg.workers), "batches": self.batches, "config": fingerprint,
                 "n_shards": len(self.dataset.urls), "worker_states": _tensors(self.worker_states, True)}  # fmt: skip

@@ -4,7 +4,8 @@ Each sample is keyed without dots (WebDataset splits key and extension at the fi
 
     <key>.codes.npy   int16 (K, T) codebook indices (np.save format; read with allow_pickle=False)
     <key>.txt         the caption
-    <key>.json        duration, sample_rate, codec, codebooks, n_samples, layout_hash, frame_rate,
+    <key>.json        duration, sample_rate, codec, codebooks, n_samples, frames, layout_hash, frame_rate,
+                      frames_per_segment,
                       source (the audio path) and every other manifest field
     <key>.scales.npy  float32 (S,) per-segment scales, only for codecs that have them
     <key>.flac        the source audio as FLAC, only with `include_audio`
@@ -117,6 +118,8 @@ def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, byte
     codes = tok.encode_audio(path)
     if codes.n_frames == 0:
         raise ValueError("audio encodes to 0 frames")
+    if codes.codes.max() > np.iinfo(np.int16).max:  # codes.npy is int16 (EnCodec: 1024 codes)
+        raise ValueError(f"code {codes.codes.max()} does not fit the shards' int16 codes")
     extra = {k: v for k, v in item.items() if k not in ("audio", "text")}
     meta = {
         **extra,
@@ -128,6 +131,7 @@ def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, byte
         "codebooks": codes.n_codebooks,
         "frames": codes.n_frames,
         "frame_rate": tok.frame_rate,
+        "frames_per_segment": codes.frames_per_segment,  # with scales.npy (encodec_48khz), else None
         "layout_hash": tok.layout.hash,
     }
     members = {

@@ -10,6 +10,8 @@ because exact resume needs both to be explicit:
   split_by_worker); across ranks x workers each sample is seen exactly once per epoch.
 - resampled: each (rank, worker) draws shards with replacement from its own seeded generator and
   an epoch is `epoch_samples / (world * workers)` samples; any shard count works.
+- split_by="sample" (evaluation sets with few shards): everyone reads every shard and keeps
+  every (world*workers)-th sample; also exactly once per epoch, for any shard count.
 - a shuffle buffer (reservoir style) mixes samples across shards.
 - a corrupt sample (bad npy/json, missing member) or a broken tar (truncated, unreadable) is
   logged, counted in `corrupt`, and skipped.
@@ -129,6 +131,8 @@ class StreamConfig:
     resampled: bool = False  # draw shards with replacement (infinite; any shard count works)
     epoch_samples: int | None = None  # resampled: samples per epoch over ALL ranks and workers
     epochs: int | None = None  # stop after this many epochs (None: forever, training's default)
+    split_by: str = "shard"  # "shard": each (rank, worker) reads its own shards; "sample": every
+    #   one reads all shards and keeps every (world*workers)-th sample (any shard count; eval sets)
 
 
 class ShardStream:
@@ -138,7 +142,9 @@ class ShardStream:
                  worker: int = 0, num_workers: int = 1, layout_hash: str | None = None):
         if not urls:
             raise ValueError("no shards given")
-        if not cfg.resampled and len(urls) < world_size * num_workers:
+        if cfg.split_by not in ("shard", "sample"):
+            raise ValueError(f"split_by must be 'shard' or 'sample', got {cfg.split_by!r}")
+        if not cfg.resampled and cfg.split_by == "shard" and len(urls) < world_size * num_workers:
             raise ValueError(
                 f"{len(urls)} shard(s) for {world_size} rank(s) x {num_workers} worker(s): every "
                 f"worker needs at least one shard. Write more, smaller shards (`mmtok data shard "
@@ -149,6 +155,7 @@ class ShardStream:
         self.urls, self.cfg, self.layout_hash = list(urls), cfg, layout_hash
         self.rank, self.world, self.worker, self.workers = rank, world_size, worker, num_workers
         self.epoch, self.shard_pos, self.sample_pos, self.epoch_read = 0, 0, 0, 0
+        self.epoch_decoded = 0  # samples decoded this epoch, kept or not (split_by="sample")
         self.corrupt = 0  # samples / shards skipped as corrupt
         self.rng = np.random.default_rng([cfg.seed, rank, worker, 7919])  # shuffle buffer draws
         self.buffer: list[Sample] = []
@@ -157,6 +164,8 @@ class ShardStream:
     def epoch_shards(self, epoch: int) -> list[str]:
         """Non-resampled: this worker's shards for `epoch` (same permutation on every rank)."""
         order = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.urls))
+        if self.cfg.split_by == "sample":
+            return [self.urls[i] for i in order]
         mine = order[self.rank :: self.world][self.worker :: self.workers]
         return [self.urls[i] for i in mine]
 
@@ -177,13 +186,13 @@ class ShardStream:
         while self.cfg.epochs is None or self.epoch < self.cfg.epochs:
             if self.cfg.resampled:
                 if self.epoch_read >= self._per_worker_epoch():
-                    self.epoch, self.shard_pos, self.sample_pos, self.epoch_read = self.epoch + 1, 0, 0, 0
+                    self.epoch, self.shard_pos, self.sample_pos, self.epoch_read, self.epoch_decoded = self.epoch + 1, 0, 0, 0, 0
                     continue
                 url = self.resampled_shard(self.epoch, self.shard_pos)
             else:
                 shards = self.epoch_shards(self.epoch)
                 if self.shard_pos >= len(shards):
-                    self.epoch, self.shard_pos, self.sample_pos, self.epoch_read = self.epoch + 1, 0, 0, 0
+                    self.epoch, self.shard_pos, self.sample_pos, self.epoch_read, self.epoch_decoded = self.epoch + 1, 0, 0, 0, 0
                     continue
                 url = shards[self.shard_pos]
             for raw in iter_shard(url, self.sample_pos, self._on_error):
@@ -192,6 +201,10 @@ class ShardStream:
                     sample = decode_sample(raw, self.layout_hash)
                 except CorruptSampleError as e:
                     self._on_error(str(e))
+                    continue
+                self.epoch_decoded += 1
+                slot = (self.epoch_decoded - 1) % (self.world * self.workers)
+                if self.cfg.split_by == "sample" and slot != self.rank * self.workers + self.worker:
                     continue
                 self.epoch_read += 1
                 yield sample
@@ -221,13 +234,13 @@ class ShardStream:
     # ---- exact resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "shard_pos": self.shard_pos, "sample_pos": self.sample_pos,
-                "epoch_read": self.epoch_read, "corrupt": self.corrupt, "rng": self.rng.bit_generator.state,
+                "epoch_read": self.epoch_read, "epoch_decoded": self.epoch_decoded, "corrupt": self.corrupt, "rng": self.rng.bit_generator.state,
                 "buffer": [s.to_state() for s in self.buffer], "n_urls": len(self.urls)}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         if state["n_urls"] != len(self.urls):
             raise ValueError(f"stream state is for {state['n_urls']} shards, this stream has {len(self.urls)}")
         self.epoch, self.shard_pos, self.sample_pos = state["epoch"], state["shard_pos"], state["sample_pos"]
-        self.epoch_read, self.corrupt = state["epoch_read"], state["corrupt"]
+        self.epoch_read, self.epoch_decoded, self.corrupt = state["epoch_read"], state["epoch_decoded"], state["corrupt"]
         self.rng.bit_generator.state = state["rng"]
         self.buffer = [Sample.from_state(s) for s in state["buffer"]]

@@ -106,7 +106,7 @@ def attend(q, k, v, mask: AttentionMask, backend: str) -> torch.Tensor:
     can merge heads with a view.
     """
     n_rep = q.shape[1] // k.shape[1]
-    if backend == "xformers" and mask.dense is None:
+    if backend == "xformers" and (mask.causal or mask.seqlens is not None):  # full, uncached forward
         return _xformers(q, k, v, mask, n_rep)
     if backend == "math":
         k, v = repeat_kv(k, n_rep, 1), repeat_kv(v, n_rep, 1)

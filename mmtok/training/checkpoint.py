@@ -278,28 +278,22 @@ def load_checkpoint(step_dir, model: nn.Module, optimizer, scheduler) -> dict:
             f"{step_dir} was written by {state['world_size']} ranks, this run has {_world()}: "
             "the per-rank data-loader states cannot be split differently"
         )
-    extra = {"optimizer": {}, "scheduler": None}
-    if _rank() == 0 or not dist.is_initialized():
-        try:
-            extra = torch.load(step_dir / OPTIM_FILE, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"{step_dir / OPTIM_FILE}: cannot read optimizer state ({e})") from e
-    # Under torch.distributed only rank 0 reads the full tensors; they are broadcast and each
-    # rank keeps its part (its FSDP shard, or everything for DDP): one full copy in host memory
-    # per job, not one per rank.
-    distributed = dist.is_initialized()
-    weights = load_weights(step_dir / MODEL_FILE) if _rank() == 0 else {}
+    try:
+        extra = torch.load(step_dir / OPTIM_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{step_dir / OPTIM_FILE}: cannot read optimizer state ({e})") from e
+    # Every rank reads the full tensors and keeps its part (its FSDP shard, or all of it for
+    # DDP). Simple and format-agnostic; it costs one full copy in host memory per rank while
+    # loading. (broadcast_from_rank0 would need one copy per job, but its optimizer path does
+    # not pair up its collectives when the other ranks pass empty state in torch 2.10.)
     set_state_dict(
         model,
         optimizer,
-        model_state_dict=weights,
-        optim_state_dict=extra["optimizer"] if _rank() == 0 else {},
-        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=distributed),
+        model_state_dict=load_weights(step_dir / MODEL_FILE),
+        optim_state_dict=extra["optimizer"],
+        options=StateDictOptions(full_state_dict=True),
     )
-    sched_state = [extra["scheduler"]]
-    if distributed:
-        dist.broadcast_object_list(sched_state, src=0)
-    scheduler.load_state_dict(sched_state[0])
+    scheduler.load_state_dict(extra["scheduler"])
     try:
         loader_states = torch.load(step_dir / state["loader_state"], weights_only=True)
     except Exception as e:

@@ -31,7 +31,7 @@ from mmtok.data.batch import PackedBatch
 from mmtok.tokenizer.layout import IGNORE_INDEX, Modality
 from mmtok.training import checkpoint as ckpt
 from mmtok.training.metrics import Throughput, memory_stats, peak_flops
-from mmtok.training.parallelize import DistInfo, autocast_dtype, init_distributed, parallelize, uses_autocast
+from mmtok.training.parallelize import DistInfo, autocast_dtype, build_model, init_distributed, uses_autocast
 
 log = logging.getLogger("mmtok.train")
 
@@ -216,9 +216,10 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
 
     # Same seed on every rank: replicas (DDP) and shards (FSDP) start from one initialisation.
     seed_everything(cfg.train.seed)
-    model = cfg.model.build().to(info.device)
     dtype = autocast_dtype(cfg.train.precision, info.device)
-    wrapped = parallelize(model, info, cfg.train.parallelism, dtype, cfg.train.compile, cfg.train.activation_checkpointing)
+    model, wrapped = build_model(
+        cfg.model, info, cfg.train.parallelism, dtype, cfg.train.compile, cfg.train.activation_checkpointing
+    )
     autocast = (
         torch.autocast(info.device.type, dtype=dtype)
         if dtype is not None and uses_autocast(cfg.train.parallelism)

@@ -105,6 +105,31 @@ def parallelize(
     raise ValueError(f"train.parallelism must be 'ddp' or 'fsdp', got {parallelism!r}")
 
 
+def build_model(model_cfg, info: DistInfo, parallelism: str, dtype, compile: bool, activation_checkpointing: bool):
+    """(bare model, module to train). Call with the same seed on every rank.
+
+    DDP: every rank builds and initialises the full model (same seed, same weights).
+    FSDP2 on several ranks: no rank holds a full fp32 copy on the device. Each builds the model
+    on the meta device, shards it, allocates its shards; rank 0 alone initialises a full copy
+    on the host, which is broadcast so every rank keeps its shard. The weights are exactly those
+    DDP starts from (sharded random init would draw different numbers).
+    """
+    if parallelism != "fsdp" or info.world_size == 1:
+        model = model_cfg.build().to(info.device)
+        return model, parallelize(model, info, parallelism, dtype, compile, activation_checkpointing)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    full = model_cfg.build().state_dict() if info.is_main else {}
+    with torch.device("meta"):
+        model = model_cfg.build()
+    wrapped = parallelize(model, info, parallelism, dtype, compile, activation_checkpointing)
+    model.to_empty(device=info.device)
+    with torch.no_grad():
+        model.init_weights()  # recomputes the non-persistent RoPE tables; parameters come next
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    return model, wrapped
+
+
 def uses_autocast(parallelism: str) -> bool:
     """FSDP2's MixedPrecisionPolicy already runs the forward in bf16; DDP needs autocast."""
     return parallelism != "fsdp"
