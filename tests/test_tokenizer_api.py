@@ -5,11 +5,9 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import sentencepiece as spm
 import torch
 
-from mmtok import MultimodalTokenizer
 from mmtok.tokenizer.layout import Modality
 
 

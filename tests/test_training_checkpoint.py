@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from mmtok.config import load_config
 from mmtok.tokenizer.layout import LayoutMismatchError

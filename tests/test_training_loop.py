@@ -1,7 +1,6 @@
 """The training loop on real shards: metrics, checkpoints, exact resume after kills, signals."""
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -12,7 +11,7 @@ import torch
 from mmtok.config import load_config
 from mmtok.training import checkpoint as ckpt
 from mmtok.training.loop import train
-from tests.fixtures.training import TINY, pretrain_cmd, read_metrics, subprocess_env, tiny_overrides, REPO
+from tests.fixtures.training import REPO, TINY, pretrain_cmd, read_metrics, subprocess_env, tiny_overrides
 
 STEPS = 8
 

@@ -20,7 +20,6 @@ rerun with the same `out` resumes from it. The output directory loads with `load
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time

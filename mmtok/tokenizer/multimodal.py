@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mmtok.tokenizer.codes import AudioCodes, samples_for_segments, segment_frame_counts
-from mmtok.tokenizer.layout import EOA, SOA, LayoutMismatchError, Modality, VocabLayout
+from mmtok.tokenizer.layout import LayoutMismatchError, Modality, VocabLayout
 from mmtok.tokenizer.patterns import PartialFrameError, check_pattern, flatten, unflatten
 from mmtok.tokenizer.text import TextTokenizer, train_sentencepiece
 
@@ -108,14 +108,15 @@ class MultimodalTokenizer:
               model_type: str = "bpe", serialization: str = "frame_major", n_codebooks: int | None = None,
               repository=None, overwrite: bool = False) -> "MultimodalTokenizer":
         """Train SentencePiece, attach a codec, write a self-contained directory atomically."""
-        from mmtok.tokenizer.codec import FITTED_CONFIG, check_not_collapsed, load_codec, sha256_file
+        from mmtok.tokenizer.codec import FITTED_CONFIG, PRETRAINED, check_not_collapsed, load_codec, sha256_file
 
         check_pattern(serialization)
         tmp, commit = _atomic_dir(Path(out), overwrite)
         try:
             train_sentencepiece(text_files, tmp / TEXT_MODEL, vocab_size, model_type)
-            c = load_codec(codec, bandwidth, repository)
-            check_not_collapsed(c, source=str(codec))
+            c = load_codec(codec, bandwidth, repository)  # a fitted codec is checked as it loads
+            if c.id in PRETRAINED:
+                check_not_collapsed(c, source=str(codec))
             k = n_codebooks or c.n_codebooks
             if not 0 < k <= c.n_codebooks:
                 raise ValueError(f"n_codebooks={k}: codec {c.id} has {c.n_codebooks} at {c.bandwidth} kbps")
@@ -124,17 +125,17 @@ class MultimodalTokenizer:
                 sample_rate=c.sample_rate, channels=c.channels, frame_rate=c.frame_rate, hop=c.hop,
                 frames_per_segment=c.frames_per_segment)
             codec_dir = None
-            if c.id not in ("encodec_24khz", "encodec_48khz"):  # fitted: copy the weights in
+            if c.id not in PRETRAINED:  # fitted: copy the weights in
                 codec_dir = tmp / CODEC_DIR
                 codec_dir.mkdir()
                 src = json.loads((Path(codec) / FITTED_CONFIG).read_text())
                 for name in (FITTED_CONFIG, src["weights"]):
                     shutil.copy2(Path(codec) / name, codec_dir / name)
                 config.codec_path, config.codec_sha256 = CODEC_DIR, sha256_file(codec_dir / src["weights"])
-            layout = VocabLayout(text_size=TextTokenizer(tmp / TEXT_MODEL).size, n_codebooks=k,
-                                 codebook_size=c.codebook_size, n_scale_tokens=256 if c.has_scales else 0)
-            tok = cls(TextTokenizer(tmp / TEXT_MODEL), layout, config, codec_dir, repository)
-            tok._write(tmp)
+            text = TextTokenizer(tmp / TEXT_MODEL)
+            layout = VocabLayout(text_size=text.size, n_codebooks=k, codebook_size=c.codebook_size,
+                                 n_scale_tokens=256 if c.has_scales else 0)
+            cls(text, layout, config, codec_dir, repository)._write(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -16,7 +16,7 @@ import math
 import random
 import shutil
 import signal
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -82,7 +82,9 @@ class StopSignal:
 
     def __init__(self):
         self.received: int | None = None
-        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        # Handlers can only be installed from the main thread (train() called elsewhere: none).
+        main = threading.current_thread() is threading.main_thread()
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS} if main else {}
 
     def _handle(self, signum, frame):
         self.received = signum
