@@ -40,6 +40,7 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     max_steps: int = 1000  # optimizer steps to train for (the run ends at this step)
+    max_minutes: float | None = None  # also end (checkpoint, COMPLETED) after this much training time in this process
     global_batch_size: int | None = 32  # sequences per optimizer step, all ranks together
     global_batch_tokens: int | None = None  # or: tokens per step (overrides global_batch_size)
     micro_batch_size: int = 8  # sequences per forward/backward on one rank (sets data.batch_size); accumulation fills the rest
@@ -57,6 +58,14 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute each block's activations in backward
     parallelism: Literal["ddp", "fsdp"] = "ddp"  # data parallel (replicated) or FSDP2 (sharded)
     device: str = "auto"  # auto: cuda:LOCAL_RANK when available, else cpu
+
+    def __post_init__(self):
+        for name in ("micro_batch_size", "checkpoint_interval", "log_interval", "keep_last_k"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
+        for name in ("max_steps", "eval_interval", "eval_sequences", "eval_captions"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass

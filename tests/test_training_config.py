@@ -55,6 +55,7 @@ def test_overrides_are_coerced_to_field_types():
         (["train.parallelism=tp"], "train.parallelism: 'tp' is not one of"),
         (["optim=3"], "optim: expected a mapping"),
         (["optim.lr=-1"], "optim.lr must be positive"),
+        (["train.checkpoint_interval=0"], "train.checkpoint_interval must be positive"),
     ],
 )
 def test_wrong_configs_fail_with_clear_errors(overrides, message):

@@ -111,3 +111,11 @@ def test_sigterm_checkpoints_exits_cleanly_and_resumes_exactly(reference_run, to
     train(load_config(TINY, tiny_overrides(tokenizer_dir, train_shards, tmp_path, f"train.max_steps={STEPS}")))
     ours, ref = read_metrics(tmp_path), read_metrics(reference_run)
     assert [ours[s]["loss"] for s in range(1, STEPS + 1)] == [ref[s]["loss"] for s in range(1, STEPS + 1)]
+
+
+def test_time_budget_ends_the_run_with_a_checkpoint(tokenizer_dir, train_shards, tmp_path):
+    record = train(load_config(TINY, tiny_overrides(tokenizer_dir, train_shards, tmp_path,
+                                                    "train.max_steps=10000", "train.max_minutes=0.0001")))  # fmt: skip
+    step = record["step"]
+    assert 1 <= step < 10000 and ckpt.latest_checkpoint(tmp_path).name == f"step_{step:06d}"
+    assert (tmp_path / "COMPLETED").read_text().strip() == str(step)

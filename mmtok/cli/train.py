@@ -26,9 +26,14 @@ def run(args) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
+    from mmtok.cli import CLIError
+    from mmtok.training.checkpoint import CheckpointError
     from mmtok.training.loop import train
 
-    train(cfg)
+    try:
+        train(cfg)
+    except CheckpointError as e:
+        raise CLIError(str(e)) from e
     return 0
 
 

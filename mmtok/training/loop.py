@@ -17,6 +17,7 @@ import random
 import shutil
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -89,12 +90,12 @@ class StopSignal:
     def _handle(self, signum, frame):
         self.received = signum
 
-    def any_rank(self, device) -> bool:
-        """True if any rank was signalled (all ranks must stop at the same step)."""
-        flag = torch.tensor([1.0 if self.received else 0.0], device=device)
+    def any_rank(self, device, out_of_time: bool) -> tuple[bool, bool]:
+        """(signalled, out of time) on ANY rank: all ranks must stop at the same step."""
+        flags = torch.tensor([float(self.received is not None), float(out_of_time)], device=device)
         if dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags[0]), bool(flags[1])
 
     def restore(self):
         for s, handler in self._previous.items():
@@ -275,6 +276,8 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
     batches: Iterator[PackedBatch] = iter(data)
     record: dict = {}
     saved_at = step
+    out_of_time = False
+    t_start = time.monotonic()
     wrapped.train()
     while step < cfg.train.max_steps:
         throughput.start()
@@ -322,19 +325,23 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
                 )
         if cfg.train.eval_interval and step % cfg.train.eval_interval == 0 and eval_callbacks:
             run_evals(eval_callbacks, wrapped, tokenizer, step, logger, out_dir)
-        stopping = stop.any_rank(info.device)
-        if stopping or step % cfg.train.checkpoint_interval == 0 or step == cfg.train.max_steps:
+        budget = cfg.train.max_minutes
+        signalled, out_of_time = stop.any_rank(info.device, budget is not None and time.monotonic() - t_start > 60 * budget)
+        if signalled or out_of_time or step % cfg.train.checkpoint_interval == 0 or step == cfg.train.max_steps:
             save(step)
             saved_at = step
-        if stopping:
+        if signalled:
             log.info("received signal %s: checkpointed step %d, exiting", stop.received, step)
+            break
+        if out_of_time:
+            log.info("train.max_minutes=%g reached: checkpointed step %d, finishing", budget, step)
             break
     if saved_at != step:
         save(step)
     if info.is_main:
         metrics_file.close()
         logger.finish()
-        if step >= cfg.train.max_steps:
+        if step >= cfg.train.max_steps or out_of_time:
             (out_dir / "COMPLETED").write_text(f"{step}\n")
     if dist.is_initialized():
         dist.barrier()  # rank 0 may still be closing wandb; gloo aborts if a peer leaves first

@@ -24,24 +24,32 @@ CPU_PEAK_CACHE = Path(os.environ.get("MMTOK_CACHE", Path.home() / ".cache" / "mm
 
 
 def measure_cpu_matmul_peak(n: int = 1024, seconds: float = 1.0) -> float:
-    """Best fp32 matmul FLOP/s this process reaches with its current thread count."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up: first call allocates and picks kernels
-    best, t_end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    """Best fp32 matmul FLOP/s of ONE thread (restores the thread count afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b  # warm-up: first call allocates and picks kernels
+        best, t_end = 0.0, time.perf_counter() + seconds
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    finally:
+        torch.set_num_threads(threads)
     return best
 
 
 def cpu_peak_flops() -> float:
-    """$MMTOK_CPU_PEAK_FLOPS if set; else measured once per machine and thread count, then read
-    from ~/.cache/mmtok/cpu_peak.json. A box shared with other jobs measures low (delete the
-    file to measure again when it is quiet)."""
+    """Peak of this process: threads x one core's measured fp32 matmul peak.
+
+    One core is measured (a multi-thread measurement on a shared box mostly measures the other
+    jobs), once per machine, then read from ~/.cache/mmtok/cpu_peak.json.
+    $MMTOK_CPU_PEAK_FLOPS (for the whole process) overrides it.
+    """
     if os.environ.get("MMTOK_CPU_PEAK_FLOPS"):
         return float(os.environ["MMTOK_CPU_PEAK_FLOPS"])
-    key = f"{platform.processor() or platform.machine()}|{os.cpu_count()}cpus|{torch.get_num_threads()}threads"
+    key = f"{platform.processor() or platform.machine()}|{os.cpu_count()}cpus|per-core"
     try:
         cache = json.loads(CPU_PEAK_CACHE.read_text())
     except (OSError, ValueError):
@@ -52,7 +60,7 @@ def cpu_peak_flops() -> float:
         tmp = CPU_PEAK_CACHE.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(cache, indent=1))
         os.replace(tmp, CPU_PEAK_CACHE)
-    return cache[key]
+    return cache[key] * torch.get_num_threads()
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype | None) -> float | None:
