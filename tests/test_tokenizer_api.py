@@ -31,13 +31,16 @@ def test_special_strings_are_plain_text_unless_allowed(tokenizer):
     assert tokenizer.decode_text(allowed, keep_special=True) == text
 
 
-def test_codes_equal_encodec_encode(tokenizer, real_audio_files):
+def test_codes_equal_encodec_encode(tokenizer, real_audio_files, tmp_path):
+    """Up to chunk_seconds (10 s) the encode is one window: exactly encodec's."""
     import soundfile as sf
     import torchaudio.functional as AF
 
-    codes = tokenizer.encode_audio(real_audio_files[1])
-    model = tokenizer.codec.model
     wav, sr = sf.read(real_audio_files[1], dtype="float32")
+    wav = wav[: int(9.5 * sr)]
+    sf.write(tmp_path / "clip.wav", wav, sr, subtype="FLOAT")
+    codes = tokenizer.encode_audio(tmp_path / "clip.wav")
+    model = tokenizer.codec.model
     x = AF.resample(torch.from_numpy(wav)[None], sr, model.sample_rate)  # (1, n)
     with torch.no_grad():
         ref = model.encode(x[None])[0][0][0].numpy()  # (K, T) encodec's own encode

@@ -128,7 +128,7 @@ def test_chunked_encoding_seams(fitted_codec_dir, encodec_repository, real_audio
     assert (chunked == whole).mean() >= 0.99  # non-causal fitted codec: exact in practice
     c48 = load_codec("encodec_48khz", 3.0, encodec_repository)
     w48 = wav[: 24000 * 6]
-    a, b = c48.encode(w48, 24000, chunk_seconds=1000), c48.encode(w48, 24000, chunk_seconds=2)
+    a, b = c48.encode(w48, 24000, batch_seconds=1000), c48.encode(w48, 24000, batch_seconds=2)
     np.testing.assert_array_equal(a.codes, b.codes)  # segments are independent: exact
     np.testing.assert_array_equal(a.scales, b.scales)
 

@@ -35,9 +35,9 @@ def test_adversarial_option_trains(real_audio_dir, tmp_path):
         fit_codec(real_audio_dir, out, minutes=0, preset="tiny", adversarial=False, progress=False)
 
 
-@pytest.mark.slow
 def test_training_improves_reconstruction(real_audio_files, tmp_path):
-    """A minute of training lowers the multi-scale mel error on a held-out clip."""
+    """150 steps (~12 s) of training lower the multi-scale mel error on a held-out clip
+    (measured 6.6 -> 3.2)."""
     import soundfile as sf
     import torchaudio.functional as AF
 
@@ -54,5 +54,5 @@ def test_training_improves_reconstruction(real_audio_files, tmp_path):
             return float(mel(y, x))
 
     before = error(fit_codec(train, tmp_path / "c0", minutes=0, preset="tiny", progress=False))
-    after = error(fit_codec(train, tmp_path / "c1", minutes=1.0, preset="tiny", progress=False))
-    assert after < 0.8 * before
+    after = error(fit_codec(train, tmp_path / "c1", minutes=5, max_steps=150, preset="tiny", progress=False))
+    assert after < 0.7 * before

@@ -60,6 +60,7 @@ PRESETS = {
 class FitConfig:
     preset: str = "tiny"  # architecture + optimisation preset (PRESETS)
     minutes: float = 1.0  # wall-clock budget of the training loop (k-means init is extra, ~seconds)
+    max_steps: int | None = None  # also stop after this many steps in total (reproducible fits)
     adversarial: bool = False  # add the MS-STFT discriminator + loss balancer
     seed: int = 0  # crops, k-means seeds, init
     kmeans_iters: int = 15  # Lloyd iterations per codebook
@@ -330,7 +331,7 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
     bar = tqdm(desc=f"codec fit ({preset})", unit="step", disable=not cfg.progress, initial=step)
     losses = {}
     model.train()
-    while time.monotonic() - t0 < budget:
+    while time.monotonic() - t0 < budget and (cfg.max_steps is None or step < cfg.max_steps):
         x = random_crops(audio_list, p["batch_size"], crop, gen)  # (B, 1, L)
         bw = gen.choice(arch["target_bandwidths"])
         emb = model.encoder(x)  # (B, D, T)
