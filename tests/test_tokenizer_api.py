@@ -32,12 +32,12 @@ def test_special_strings_are_plain_text_unless_allowed(tokenizer):
 
 
 def test_codes_equal_encodec_encode(tokenizer, real_audio_files, tmp_path):
-    """Up to chunk_seconds (10 s) the encode is one window: exactly encodec's."""
+    """Up to chunk_seconds (8 s) the encode is one window: exactly encodec's."""
     import soundfile as sf
     import torchaudio.functional as AF
 
     wav, sr = sf.read(real_audio_files[1], dtype="float32")
-    wav = wav[: int(9.5 * sr)]
+    wav = wav[: int(7.5 * sr)]
     sf.write(tmp_path / "clip.wav", wav, sr, subtype="FLOAT")
     codes = tokenizer.encode_audio(tmp_path / "clip.wav")
     model = tokenizer.codec.model

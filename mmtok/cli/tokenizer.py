@@ -60,6 +60,7 @@ def register(subparsers) -> None:
     p.add_argument("--audio", required=True, help="audio directory, file, or manifest (.txt paths / .jsonl)")
     p.add_argument("--out", required=True, help="codec directory (re-running resumes from its checkpoint)")
     p.add_argument("--minutes", type=float, default=10.0, help="training wall-time budget (k-means init is extra)")
+    p.add_argument("--max-steps", type=int, default=None, help="also stop after this many steps in total")
     p.add_argument("--preset", default="small",
                    help="tiny (tests, seconds) or small (CPU demo, 25 Hz, 8x1024 codes); see codec_fit.PRESETS")
     p.add_argument("--adversarial", action="store_true", help="add the MS-STFT discriminator + loss balancer")
@@ -76,9 +77,9 @@ def _cli_errors(fn):
     def wrapped(args):
         try:
             return fn(args)
-        except (FileExistsError, OSError, RuntimeError) as e:
-            if isinstance(e, FileNotFoundError):
-                raise
+        except FileNotFoundError:
+            raise  # the dispatcher reports these itself
+        except (OSError, RuntimeError) as e:  # e.g. FileExistsError, a codec that collapsed in fitting
             raise CLIError(str(e)) from None
 
     return wrapped
@@ -199,7 +200,7 @@ def _fit(args):
 
     out = fit_codec(args.audio, args.out, minutes=args.minutes, preset=args.preset,
                     adversarial=args.adversarial, seed=args.seed, name=args.name,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, max_steps=args.max_steps)
     config = json.loads((Path(out) / "codec.json").read_text())
     print(json.dumps({"out": str(out), "sha256": config["sha256"], "params": config["params"],
                       **config["training"]}, indent=2))

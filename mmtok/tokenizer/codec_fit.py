@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from mmtok.tokenizer.audio_io import AudioSource, CodecInput
-from mmtok.tokenizer.codec import FITTED_CONFIG, FITTED_WEIGHTS, build_encodec, collapse_problems, sha256_file
+from mmtok.tokenizer.codec import (FITTED_CONFIG, FITTED_WEIGHTS, build_encodec, collapse_problems, quiet_weight_norm,
+                                   sha256_file)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 STATE = "fit_state.pt"
@@ -192,7 +193,7 @@ def kmeans_encodec_repository(out, audio_files, n_q: int = 2, seconds: float = 2
 
     from encodec import EncodecModel
 
-    from mmtok.tokenizer.codec import PRETRAINED, quiet_weight_norm
+    from mmtok.tokenizer.codec import PRETRAINED
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,8 +297,9 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
     if adversarial:
         from encodec.msstftd import MultiScaleSTFTDiscriminator
 
-        disc = MultiScaleSTFTDiscriminator(filters=8, n_ffts=[512, 1024, 256], hop_lengths=[128, 256, 64],
-                                           win_lengths=[512, 1024, 256])
+        with quiet_weight_norm():
+            disc = MultiScaleSTFTDiscriminator(filters=8, n_ffts=[512, 1024, 256], hop_lengths=[128, 256, 64],
+                                               win_lengths=[512, 1024, 256])
         opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.5, 0.9))
         balancer = Balancer({"l_t": 0.1, "l_f": 1.0, "g": 3.0, "feat": 3.0})
     step, trained_seconds = 0, 0.0

@@ -47,10 +47,10 @@ class TokenizerConfig:
     frame_rate: float = 0.0  # codec frames per second
     hop: int = 0  # samples per frame
     frames_per_segment: int | None = None  # scaled segment length in frames (encodec_48khz), else None
-    chunk_seconds: float = 10.0  # longer audio is encoded in windows of this length...
+    chunk_seconds: float = 8.0  # longer audio is encoded in windows of this length...
     context_seconds: float = 2.0  # ...with this much context each side (frames discarded)...
-    batch_seconds: float = 12.0  # ...equal-length windows batched up to this much audio (bounds memory;
-    # 12 s = one 10 s window + context: measured no gain from batching on the 2-core CPU, raise it on GPUs)
+    batch_seconds: float = 10.0  # ...equal-length windows batched up to this much audio (bounds memory;
+    # 10 s = one window: batching measured slower on the 2-core CPU; see Codec.encode)
     layout_hash: str = ""  # hash of layout.json (checked on load)
 
 
