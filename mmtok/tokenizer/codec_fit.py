@@ -62,6 +62,7 @@ class FitConfig:
     preset: str = "tiny"  # architecture + optimisation preset (PRESETS)
     minutes: float = 1.0  # wall-clock budget of the training loop (k-means init is extra, ~seconds)
     max_steps: int | None = None  # also stop after this many steps in total (reproducible fits)
+    commitment_weight: float = 1.0  # weight of the commitment loss (EnCodec: 1)
     adversarial: bool = False  # add the MS-STFT discriminator + loss balancer
     seed: int = 0  # crops, k-means seeds, init
     kmeans_iters: int = 15  # Lloyd iterations per codebook
@@ -342,12 +343,12 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
         l_t, l_f = F.l1_loss(y, x), mel_loss(y, x)
         opt.zero_grad()
         if disc is None:
-            (0.1 * l_t + l_f + q.penalty).backward()
+            (0.1 * l_t + l_f + cfg.commitment_weight * q.penalty).backward()
         else:
             logits_fake, fmaps_fake = disc(y)
             _, fmaps_real = disc(x)
             g, feat = _hinge_generator(logits_fake, fmaps_fake, fmaps_real)
-            balancer.backward({"l_t": l_t, "l_f": l_f, "g": g, "feat": feat}, y, extra=q.penalty)
+            balancer.backward({"l_t": l_t, "l_f": l_f, "g": g, "feat": feat}, y, extra=cfg.commitment_weight * q.penalty)
         for group in opt.param_groups:  # linear warm-up: big early steps outrun the EMA codebooks
             group["lr"] = p["lr"] * min(1.0, (step + 1) / WARMUP_STEPS)
         opt.step()
