@@ -19,16 +19,12 @@ import tempfile
 import time
 
 import torch
+from common import add_model_args, model_config
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: less spin under shared load)")
-    ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--n-layers", type=int, default=8)
-    ap.add_argument("--n-heads", type=int, default=6)
-    ap.add_argument("--n-kv-heads", type=int, default=2)
-    ap.add_argument("--ffn-dim", type=int, default=None, help="default: 8/3 dim rounded up to 64")
+    add_model_args(ap)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--prompt-len", type=int, default=64, help="longest prompt; others are shorter")
     ap.add_argument("--new-tokens", type=int, default=256)
@@ -40,14 +36,11 @@ def main() -> None:
 
     from mmtok.export.hf import export_hf
     from mmtok.generate.engine import GenerationConfig, generate, left_pad
-    from mmtok.model.config import ModelConfig
     from mmtok.tokenizer.layout import VocabLayout
 
     # The demo's vocabulary: 600 SentencePiece pieces, 2 codebooks of 1024 codes (configs/demo.yaml dims).
     layout = VocabLayout(text_size=600, n_codebooks=2, codebook_size=1024)
-    cfg = ModelConfig(dim=args.dim, n_layers=args.n_layers, n_heads=args.n_heads, n_kv_heads=args.n_kv_heads,
-                      ffn_dim=args.ffn_dim, max_seq_len=args.prompt_len + args.new_tokens,
-                      init_std=0.1).for_vocab(len(layout))
+    cfg = model_config(args, args.prompt_len + args.new_tokens, init_std=0.1).for_vocab(len(layout))
     torch.manual_seed(0)
     model = cfg.build().eval()
     g = torch.Generator().manual_seed(0)

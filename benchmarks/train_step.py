@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 import torch
+from common import add_model_args, model_config
 import torch.nn.functional as F
 
 
@@ -84,12 +85,7 @@ def best_pass_times(runs: dict, passes: int = 2) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: less spin under shared load)")
-    ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--n-layers", type=int, default=8)
-    ap.add_argument("--n-heads", type=int, default=6)
-    ap.add_argument("--n-kv-heads", type=int, default=2)
-    ap.add_argument("--ffn-dim", type=int, default=None, help="default: 8/3 dim rounded up to 64")
+    add_model_args(ap)
     ap.add_argument("--batch", type=int, default=4, help="rows per step (and documents per padded batch)")
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--docs", type=int, default=400, help="documents in the length mix")
@@ -105,13 +101,11 @@ def main() -> None:
 
     from mmtok.data.packing import Packer, collate_rows
     from mmtok.export.hf import hf_state_dict, llama_config
-    from mmtok.model.config import ModelConfig
     from mmtok.tokenizer.layout import IGNORE_INDEX, VocabLayout
 
     # The demo's vocabulary: 600 SentencePiece pieces, 2 codebooks of 1024 codes (configs/demo.yaml dims).
     layout = VocabLayout(text_size=600, n_codebooks=2, codebook_size=1024)
-    cfg = ModelConfig(dim=args.dim, n_layers=args.n_layers, n_heads=args.n_heads, n_kv_heads=args.n_kv_heads,
-                      ffn_dim=args.ffn_dim, max_seq_len=args.seq_len, attention="auto").for_vocab(len(layout))
+    cfg = model_config(args, args.seq_len, attention="auto").for_vocab(len(layout))
     ours = cfg.build().train()
     theirs = LlamaForCausalLM(llama_config(cfg)).train()
     theirs.load_state_dict(hf_state_dict(ours), strict=True)
