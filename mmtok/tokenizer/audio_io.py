@@ -1,6 +1,6 @@
 """Audio input: read a file or an in-memory waveform as windows at the codec's rate and channels.
 
-Rules every codec input goes through (documented in docs/readme/tokenizer.md):
+Rules every codec input goes through (documented in the README, "Codecs"):
 - Channels: a mono codec takes the mean of all input channels; a stereo codec duplicates mono
   input and takes stereo as is; more than 2 channels for a stereo codec is an error.
 - Rate: `torchaudio.functional.resample` to the codec rate. Windows are resampled separately
