@@ -8,7 +8,6 @@ another layout fails with a clear error.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 
@@ -92,13 +91,10 @@ def _load(args):
 
 
 def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    from mmtok.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def sidecar_of(ids_path) -> Path:

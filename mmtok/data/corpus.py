@@ -31,6 +31,7 @@ from mmtok.data.captions import GM_INSTRUMENTS, TEMPO_BINS, TEMPO_CLASSES, TEMPO
 from mmtok.data.captions import describe, family_of, normalize_key, tempo_class
 from mmtok.data.manifest import write_jsonl
 from mmtok.data.render import available_soundfonts, render_score
+from mmtok.atomic import atomic_path, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -256,12 +257,10 @@ def _render_piece(job) -> list[dict]:
         except Exception as e:  # one bad piece must not end a long build: record it
             out.append({"id": spec.clip_id, "piece": spec.piece, "skipped": f"{type(e).__name__}: {e}"})
             continue
-        tmp = wav_path.with_suffix(".tmp.flac")
-        sf.write(tmp, audio, sample_rate, subtype="PCM_16")
-        os.replace(tmp, wav_path)
+        with atomic_path(wav_path) as tmp:
+            sf.write(tmp, audio, sample_rate, subtype="PCM_16")
         facts["audio"] = str(wav_path.resolve())
-        facts_path.with_suffix(".tmp").write_text(json.dumps(facts))
-        os.replace(facts_path.with_suffix(".tmp"), facts_path)
+        write_text_atomic(facts_path, json.dumps(facts))
         out.append(facts)
     return out
 
@@ -325,8 +324,7 @@ def build_demo_corpus(
         counts[split] = len(lines)
     write_jsonl(out / "skipped.jsonl", skipped)
     captions = [r["text"] for r in rows if r["split"] == "train"] + instruction_texts()
-    (out / "captions.txt.tmp").write_text("\n".join(captions) + "\n")
-    os.replace(out / "captions.txt.tmp", out / "captions.txt")
+    write_text_atomic(out / "captions.txt", "\n".join(captions) + "\n")
     summary = dict(out=str(out), seed=seed, clips=counts, skipped=len(skipped),
                    pieces=len(by_piece), soundfonts=sorted(fonts), clip_seconds=clip_seconds,
                    audio_seconds=round(sum(r["duration"] for r in rows), 1))  # fmt: skip

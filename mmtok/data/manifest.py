@@ -7,8 +7,8 @@ directory) and `text` (the caption); every other field is carried into the shard
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from mmtok.atomic import write_text_atomic
 
 
 class ManifestError(ValueError):
@@ -42,9 +42,4 @@ def read_manifest(path: str | Path) -> list[dict]:
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     """Write rows as JSONL, aside then renamed, so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

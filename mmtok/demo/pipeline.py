@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from mmtok.atomic import write_text_atomic
 
 STAGES = ("corpus", "codec", "tokenizer", "shards", "train", "eval", "report")
 
@@ -63,11 +63,8 @@ class Stage:
         return json.loads(self.marker.read_text()).get("fingerprint") == self.fingerprint
 
     def complete(self, result: dict) -> None:
-        self.marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "params": self.params, "result": result},
-                                  indent=2, default=str))
-        os.replace(tmp, self.marker)
+        record = {"fingerprint": self.fingerprint, "params": self.params, "result": result}
+        write_text_atomic(self.marker, json.dumps(record, indent=2, default=str))
 
     def result(self) -> dict:
         return json.loads(self.marker.read_text())["result"]

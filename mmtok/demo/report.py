@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from mmtok.atomic import atomic_path, write_text_atomic
 
 N_SAMPLE_CAPTIONS = 8  # caption/reference pairs shown in the printed table
 
@@ -34,10 +34,9 @@ def plot_loss_curves(records: list[dict], out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, out)
     return out
 
 
@@ -93,10 +92,8 @@ def write_demo_report(pipeline) -> dict:
 
     config = asdict(cfg)
     results = {"demo_config": config, "generated": generated, **eval_report}
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out / "results.json")
-    (out / "results.md").write_text(results_markdown(eval_report, generated, config))
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_text_atomic(out / "results.md", results_markdown(eval_report, generated, config))
     print(summary_table(eval_report), flush=True)
     print(f"\n[demo] report: {out / 'results.md'}", flush=True)
     return {"report": str(out), "generated_seconds": generated["seconds"]}

@@ -7,16 +7,10 @@ aside and renamed, so a crash never leaves a half-written report under the final
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from mmtok.atomic import write_text_atomic
 
 MAX_SAMPLE_ROWS = 20  # captions shown in the Markdown file (the JSON keeps all of them)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _cell(text) -> str:
@@ -61,6 +55,6 @@ def write_report(out_dir: str | Path, report: dict, stem: str = "eval") -> tuple
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
-    _write_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(md_path, markdown_report(report))
+    write_text_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(md_path, markdown_report(report))
     return json_path, md_path

@@ -12,7 +12,6 @@ waveform is trimmed to round(seconds * sample_rate) samples.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from mmtok.generate.captioner import check_model_fits, unwrap
 from mmtok.generate.constraints import AudioConstraint
 from mmtok.generate.engine import generate
 from mmtok.generate.sampling import GenerationConfig
+from mmtok.atomic import atomic_path
 
 # Sampling, not argmax: greedy decoding of audio tokens collapses into loops (MusicGen samples
 # with top_k=250, temperature 1).
@@ -85,13 +85,7 @@ def write_wav(path, wav: np.ndarray, sample_rate: int) -> Path:
     """(C, n) or (n,) float waveform -> 16-bit PCM file, written aside and renamed into place."""
     import soundfile as sf
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     data = np.clip(wav.T if wav.ndim == 2 else wav, -1.0, 1.0)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, data, sample_rate, subtype="PCM_16")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)

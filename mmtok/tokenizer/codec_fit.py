@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmtok.atomic import atomic_path, write_text_atomic
 from mmtok.tokenizer.audio_io import AudioSource, CodecInput
 from mmtok.tokenizer.codec import (FITTED_CONFIG, FITTED_WEIGHTS, build_encodec, collapse_problems, quiet_weight_norm,
                                    sha256_file)
@@ -266,9 +267,8 @@ def _hinge_generator(logits, fmaps_fake, fmaps_real):
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversarial: bool = False,
@@ -381,9 +381,8 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
         raise RuntimeError(f"fitted codec collapsed on its own training audio: {'; '.join(problems)}")
 
     (out / FITTED_CONFIG).unlink(missing_ok=True)  # the config is the "complete" marker: remove first
-    tmp = out / (FITTED_WEIGHTS + ".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, out / FITTED_WEIGHTS)
+    with atomic_path(out / FITTED_WEIGHTS) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     config = {
         "format": "mmtok-codec", "version": 1, "arch": arch, "weights": FITTED_WEIGHTS,
         "sha256": sha256_file(out / FITTED_WEIGHTS),
@@ -393,7 +392,5 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
                      "distinct_codes_per_codebook": [int(len(np.unique(r))) for r in codes]},
         "params": sum(t.numel() for t in model.parameters()),
     }
-    tmp = out / (FITTED_CONFIG + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2))
-    os.replace(tmp, out / FITTED_CONFIG)
+    write_text_atomic(out / FITTED_CONFIG, json.dumps(config, indent=2))
     return out

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import torch
+from mmtok.atomic import write_text_atomic
 
 # Dense (no sparsity) peak FLOP/s per device from the vendors' data sheets, by name substring.
 PEAK_FLOPS = {
@@ -56,10 +57,7 @@ def cpu_peak_flops() -> float:
         cache = {}
     if key not in cache:
         cache[key] = measure_cpu_matmul_peak()
-        CPU_PEAK_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = CPU_PEAK_CACHE.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, CPU_PEAK_CACHE)
+        write_text_atomic(CPU_PEAK_CACHE, json.dumps(cache, indent=1))
     return cache[key] * torch.get_num_threads()
 
 
