@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mmtok.atomic import atomic_path, write_text_atomic
 from mmtok.data.captions import GM_INSTRUMENTS, TEMPO_BINS, TEMPO_CLASSES, TEMPO_RANGE
 from mmtok.data.captions import describe, family_of, normalize_key, tempo_class
 from mmtok.data.manifest import write_jsonl
 from mmtok.data.render import available_soundfonts, render_score
-from mmtok.atomic import atomic_path, write_text_atomic
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 from mmtok.atomic import write_text_atomic
 
 

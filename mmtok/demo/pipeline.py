@@ -22,6 +22,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 from mmtok.atomic import write_text_atomic
 
 STAGES = ("corpus", "codec", "tokenizer", "shards", "train", "eval", "report")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
+
 from mmtok.atomic import atomic_path, write_text_atomic
 
 N_SAMPLE_CAPTIONS = 8  # caption/reference pairs shown in the printed table
@@ -87,8 +89,6 @@ def write_demo_report(pipeline) -> dict:
     wav, sr = generate_music(model, tokenizer, cfg.generate_prompt, cfg.generate_seconds)
     write_wav(out / "generated.wav", wav, sr)
     generated = {"prompt": cfg.generate_prompt, "seconds": wav.shape[-1] / sr, "sample_rate": sr}
-
-    from dataclasses import asdict
 
     config = asdict(cfg)
     results = {"demo_config": config, "generated": generated, **eval_report}

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmtok.atomic import atomic_path
 from mmtok.data.templates import generate_prompt_ids
 from mmtok.generate.captioner import check_model_fits, unwrap
 from mmtok.generate.constraints import AudioConstraint
 from mmtok.generate.engine import generate
 from mmtok.generate.sampling import GenerationConfig
-from mmtok.atomic import atomic_path
 
 # Sampling, not argmax: greedy decoding of audio tokens collapses into loops (MusicGen samples
 # with top_k=250, temperature 1).

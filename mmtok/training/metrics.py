@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from mmtok.atomic import write_text_atomic
 
 # Dense (no sparsity) peak FLOP/s per device from the vendors' data sheets, by name substring.
