@@ -63,3 +63,18 @@ def again_stage_done(pipe, name):
     from mmtok.demo.pipeline import Stage
 
     return Stage(pipe.cfg, name, pipe.stage_params(name)).done()
+
+
+def test_training_schedule_is_sized_to_the_time_budget_and_an_explicit_step_count_wins():
+    from mmtok.config import load_config
+
+    def run_config(**kw):
+        pipe = DemoPipeline(DemoConfig(**kw))
+        return load_config(pipe.cfg.config, pipe.train_overrides())
+
+    cfg = run_config(train_minutes=10, steps_per_minute=66.0)
+    assert cfg.train.max_steps == 660 and cfg.train.max_minutes == 10  # cosine ends when the budget does
+    assert run_config(train_minutes=40, steps_per_minute=66.0).train.max_steps == 2640  # longer budget, longer schedule
+    assert run_config(train_minutes=10, steps_per_minute=66.0, overrides=["train.max_steps=7"]).train.max_steps == 7
+    as_configured = load_config(DemoConfig().config).train.max_steps
+    assert run_config(train_minutes=10, steps_per_minute=None).train.max_steps == as_configured
