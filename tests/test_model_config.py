@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmtok.model.config import ModelConfig
@@ -60,3 +61,20 @@ def test_flops_per_token_matches_torch_flop_counter():
     measured = counter.get_total_flops() / (b * t)
     # The counter sees every matmul; 6N assumes 3 matmuls per weight, so they agree closely.
     assert measured == pytest.approx(cfg.flops_per_token(t), rel=0.01)
+
+
+def test_packed_flops_count_attention_per_document_as_the_sdpa_backend_computes_it():
+    """ModelConfig.flops(seqlens) against torch's counter on a packed row of two documents: the
+    sdpa backend attends per document, so attention costs 12 L d (n1^2 + n2^2), not 12 L d T^2."""
+    cfg = ModelConfig(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, attention="sdpa")
+    model = cfg.build()
+    lens = [40, 24]
+    tokens = torch.randint(0, cfg.vocab_size, (1, sum(lens)))
+    positions = torch.cat([torch.arange(n) for n in lens])[None]
+    doc_ids = torch.cat([torch.full((n,), i, dtype=torch.int32) for i, n in enumerate(lens)])[None]
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH):  # torch's math kernel: matmuls the counter can see
+        model(tokens, positions, doc_ids).sum().backward()
+    assert counter.get_total_flops() == pytest.approx(cfg.flops(lens), rel=0.01)
+    assert cfg.flops([64]) == pytest.approx(cfg.flops_per_token(64) * 64)  # one document: the PaLM formula
+    assert cfg.flops(lens) < cfg.flops([64])

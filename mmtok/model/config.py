@@ -119,6 +119,14 @@ class ModelConfig:
         n = self.num_params(embedding=False)
         return 6.0 * n + 12.0 * self.n_layers * self.dim * t
 
+    def flops(self, seqlens) -> float:
+        """Training FLOPs of packed rows whose documents have these lengths: 6 N per token plus
+        attention at each document's own context (12 L d n per token of an n-token document), which
+        is what the per-document kernels compute (xformers' block-diagonal bias, the sdpa backend's
+        per-segment calls). One document of T tokens gives flops_per_token(T) * T."""
+        n = self.num_params(embedding=False)
+        return float(sum(6.0 * n * t + 12.0 * self.n_layers * self.dim * t * t for t in seqlens))
+
     def build(self):
         """The `Transformer` this config describes (weights initialised, on CPU, fp32)."""
         from mmtok.model.transformer import Transformer

@@ -262,7 +262,7 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
             model.num_params() / 1e6, plan.global_batch, plan.seq_len, plan.micro_batch,
             plan.grad_accum, info.world_size, cfg.train.parallelism,
         )
-    throughput = Throughput(cfg.model.flops_per_token(plan.seq_len), peak_flops(info.device, dtype), info.world_size)
+    throughput = Throughput(peak_flops(info.device, dtype), info.world_size)
 
     def save(at_step: int):
         path = ckpt.save_checkpoint(
@@ -286,12 +286,14 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
         if dist.is_initialized():
             dist.all_reduce(n_target)
         n_target = n_target.clamp(min=1.0)
-        sums = torch.zeros(6, dtype=torch.float64, device=info.device)
+        sums = torch.zeros(7, dtype=torch.float64, device=info.device)
+        # MFU counts attention at each document's own length: packed rows of short documents do less work
+        sums[6] = sum(cfg.model.flops(b.seqlens()) for b in micro)
         for i, batch in enumerate(micro):
             with _no_grad_sync(wrapped, is_last=i == len(micro) - 1):
                 loss, s = step_loss(wrapped, batch, n_target, info.world_size, autocast)
                 loss.backward()
-            sums += s
+            sums[:6] += s
         grad_norm = _grad_norm(wrapped, cfg.optim.grad_clip)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
@@ -300,7 +302,7 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
         step += 1
         if dist.is_initialized():
             dist.all_reduce(sums)
-        total, text, audio, n_all, n_text, n_audio = sums.tolist()
+        total, text, audio, n_all, n_text, n_audio, flops = sums.tolist()
         record = {
             "step": step,
             "loss": total / max(n_all, 1),
@@ -309,7 +311,7 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
             "lr": lr,
             "grad_norm": grad_norm,
             "tokens/target": n_all,
-            **throughput.stop(plan.global_batch * plan.seq_len),
+            **throughput.stop(plan.global_batch * plan.seq_len, flops),
             **memory_stats(info.device),
         }
         if not math.isfinite(record["loss"]):

@@ -83,8 +83,7 @@ def memory_stats(device: torch.device) -> dict[str, float]:
 class Throughput:
     """Per-step timing -> tokens/s (all ranks), step time and MFU."""
 
-    def __init__(self, flops_per_token: float, peak_per_device: float | None, world_size: int):
-        self.flops_per_token = flops_per_token
+    def __init__(self, peak_per_device: float | None, world_size: int):
         self.peak = peak_per_device
         self.world_size = world_size
         self.t0 = time.perf_counter()
@@ -92,11 +91,12 @@ class Throughput:
     def start(self) -> None:
         self.t0 = time.perf_counter()
 
-    def stop(self, tokens_global: int) -> dict[str, float]:
-        """`tokens_global`: input positions processed this step by all ranks (padding included)."""
+    def stop(self, tokens_global: int, flops_global: float) -> dict[str, float]:
+        """`tokens_global`: input positions processed this step by all ranks (padding included);
+        `flops_global`: their training FLOPs (ModelConfig.flops of every micro-batch, all ranks)."""
         dt = time.perf_counter() - self.t0
         tps = tokens_global / dt
         out = {"perf/step_time_s": dt, "perf/tokens_per_s": tps, "perf/tokens_per_s_per_device": tps / self.world_size}
         if self.peak:
-            out["perf/mfu"] = tps * self.flops_per_token / (self.peak * self.world_size)
+            out["perf/mfu"] = flops_global / dt / (self.peak * self.world_size)
         return out
