@@ -16,10 +16,11 @@ All in one run, same process, same threads:
        longest     rows padded to the batch's longest document (`DataCollatorWithPadding`,
                    dynamic shapes). Reported beside it: on the demo's mix, whose documents are
                    mostly one clip long, it wastes far less, and packing's gain is small.
-  3. MFU of step 1: flops_per_token * tokens/s over the best fp32 matmul GFLOP/s measured on this
-     CPU before and after (attention counted at the segments' effective context, see below).
+  3. MFU of step 1: FLOPs/s (ModelConfig.flops: attention at each document's own length) over the
+     best fp32 matmul GFLOP/s measured on this CPU before and after.
 
-Documents follow the template mix of --config (configs/demo.yaml: the demo's training mix), audio of
+Documents follow the template mix of --config (default configs/demo.yaml, the shape benchmarked;
+configs/demo_small.yaml has the captioning-heavy mix `mmtok demo` trains), audio of
 --clip-seconds at --frame-rate with
 --codebooks codebooks per frame, captions of 12-40 text tokens, an instruction sentence half the
 time; ids are random (speed does not depend on them). Timings are the best of two passes, the
@@ -211,11 +212,12 @@ def main() -> None:
                            for how, bs in samples.items()}
 
     # ---- 3. MFU ---------------------------------------------------------------------------------
-    # Attention FLOPs at the context each token really has: 12 L d T with T = sum(n^2) / sum(n) over
-    # the segments (a packed row of short documents does less attention work than one long one).
+    # Attention FLOPs at each document's own length, as the training loop counts them
+    # (ModelConfig.flops): a packed row of short documents does less attention work than one long one.
+    # effective_context = sum(n^2) / sum(n), the single length with the same attention work.
     seg = torch.tensor([n for b in packed for n in b.seqlens()], dtype=torch.float64)
     effective_t = float((seg**2).sum() / seg.sum())
-    flops = cfg.flops_per_token(effective_t) * ours_per_s / 1e9
+    flops = sum(cfg.flops(b.seqlens()) for b in packed) / packed_positions * ours_per_s / 1e9
     flops_6n = 6 * cfg.num_params(embedding=False) * ours_per_s / 1e9
     peak = max(peak_before, matmul_peak_gflops())
 
