@@ -124,8 +124,7 @@ class ModelConfig:
         attention at each document's own context (12 L d n per token of an n-token document), which
         is what the per-document kernels compute (xformers' block-diagonal bias, the sdpa backend's
         per-segment calls). One document of T tokens gives flops_per_token(T) * T."""
-        n = self.num_params(embedding=False)
-        return float(sum(6.0 * n * t + 12.0 * self.n_layers * self.dim * t * t for t in seqlens))
+        return float(sum(self.flops_per_token(t) * t for t in seqlens))
 
     def build(self):
         """The `Transformer` this config describes (weights initialised, on CPU, fp32)."""
