@@ -281,14 +281,17 @@ def _train(cfg: RunConfig, info: DistInfo, eval_callbacks, data, stop: StopSigna
     wrapped.train()
     while step < cfg.train.max_steps:
         throughput.start()
-        micro = [next(batches).to(info.device) for _ in range(plan.grad_accum)]
-        n_target = torch.tensor(float(sum(int(b.loss_mask.sum()) for b in micro)), device=info.device)
+        host_micro = [next(batches) for _ in range(plan.grad_accum)]
+        # MFU counts attention at each document's own length (packed rows of short documents do less
+        # work). Both counts below are read on the host, before the copy: no device sync per step
+        step_flops = sum(cfg.model.flops(b.seqlens()) for b in host_micro)
+        micro = [b.to(info.device) for b in host_micro]
+        n_target = torch.tensor(float(sum(int(b.loss_mask.sum()) for b in host_micro)), device=info.device)
         if dist.is_initialized():
             dist.all_reduce(n_target)
         n_target = n_target.clamp(min=1.0)
         sums = torch.zeros(7, dtype=torch.float64, device=info.device)
-        # MFU counts attention at each document's own length: packed rows of short documents do less work
-        sums[6] = sum(cfg.model.flops(b.seqlens()) for b in micro)
+        sums[6] = step_flops  # all-reduced with the loss sums below
         for i, batch in enumerate(micro):
             with _no_grad_sync(wrapped, is_last=i == len(micro) - 1):
                 loss, s = step_loss(wrapped, batch, n_target, info.world_size, autocast)
