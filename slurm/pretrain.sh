@@ -6,7 +6,8 @@
 # GPU nodes: one process per GPU (from SLURM_GPUS_ON_NODE), NCCL. CPU-only nodes
 # (sbatch --gpus-per-node=0): MMTOK_NPROC_PER_NODE processes (default 1), gloo.
 # Preemption: Slurm sends SIGUSR1 120 s before the time limit; the ranks checkpoint and exit,
-# and this script requeues the job, which resumes from OUT/checkpoints/latest. A requeue by
+# and this script requeues the job, which resumes from OUT/checkpoints/latest (Slurm starts a
+# requeued job again once its old credential expires: AuthInfo cred_expire, 120 s by default). A requeue by
 # Slurm itself (scontrol requeue, preemption) sends SIGTERM, which checkpoints the same way.
 # Env: MMTOK_NPROC_PER_NODE (processes per node), MMTOK_PYTHON (default .venv/bin/python if
 # present, else python), MMTOK_ROOT (repository root; default the submit directory).

@@ -22,6 +22,10 @@ from pathlib import Path
 
 DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "sinfo", "scancel", "sacct")
+# How long a requeued job waits before it may start again (slurm.conf AuthInfo cred_expire;
+# default 120 s): slurmd refuses to launch a job id whose credential it revoked less than this
+# long ago ("Job credential revoked"), so forcing an earlier start (StartTime=now) fails the job.
+CRED_EXPIRE_S = 10
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 
 
@@ -86,7 +90,7 @@ SlurmdPort={_free_port()}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={self.munge_dir}/munge.socket
+AuthInfo=socket={self.munge_dir}/munge.socket,cred_expire={CRED_EXPIRE_S}
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -154,8 +158,11 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
             if dead:
                 break
             time.sleep(0.2)
-        logs = "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-2000:]}" for f in sorted((self.root / "log").glob("*")))
-        raise RuntimeError(f"Slurm test cluster: {what} not ready after {timeout:.0f} s\n{logs}")
+        raise RuntimeError(f"Slurm test cluster: {what} not ready after {timeout:.0f} s\n{self.daemon_logs()}")
+
+    def daemon_logs(self, chars: int = 2000) -> str:
+        """The tail of each daemon's log, for failure messages."""
+        return "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-chars:]}" for f in sorted((self.root / "log").glob("*")))
 
     # ---- clients --------------------------------------------------------------------------------
     def run(self, argv: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
