@@ -8,7 +8,7 @@ import soundfile as sf
 
 from mmtok.data.captions import (ATTRIBUTES, FAMILIES, GM_INSTRUMENTS, KEYS, MODES, TEMPO_CLASSES, describe,
                                  family_of, parse_caption, tempo_class)  # fmt: skip
-from mmtok.data.corpus import SIZES, CorpusSize, build_demo_corpus, plan_corpus
+from mmtok.data.corpus import SIZES, CorpusSize, build_demo_corpus, corpus_size, plan_corpus
 
 MANIFEST_FIELDS = ("audio", "text", "piece", "instrument", "family", "program", "tempo_bpm", "tempo_class",
                    "key", "mode", "meter", "soundfont", "transpose", "duration")  # fmt: skip
@@ -70,6 +70,22 @@ def test_plan_is_deterministic_and_varied():
     assert len({s.program for s in a}) >= 15 and {s.soundfont for s in a} == set(fonts)
     assert {tempo_class(s.tempo_bpm) for s in a} == set(TEMPO_CLASSES)
     assert len({s.transpose for s in a}) >= 6 and len({s.collection for s in a}) >= 6
+
+
+def test_corpus_size_replaces_either_number_of_a_named_size():
+    assert corpus_size("default") == SIZES["default"]
+    assert corpus_size("default", clips_per_piece=8) == CorpusSize(SIZES["default"].n_pieces, 8)
+    assert corpus_size("smoke", pieces=10) == CorpusSize(10, SIZES["smoke"].clips_per_piece)
+    fonts = ["fluidr3", "timgm6mb"]
+    more = plan_corpus(corpus_size("smoke", clips_per_piece=5), 0, fonts)
+    same_pieces = plan_corpus(SIZES["smoke"], 0, fonts)
+    # More clips of the SAME pieces in the SAME splits: the test split stays unseen whatever the size.
+    assert {(s.piece, s.split) for s in more} == {(s.piece, s.split) for s in same_pieces}
+    assert len(more) == 5 * SIZES["smoke"].n_pieces
+    with pytest.raises(ValueError, match="unknown corpus size 'huge'"):
+        corpus_size("huge")
+    with pytest.raises(ValueError, match="clips_per_piece must be >= 1"):
+        corpus_size("default", clips_per_piece=0)
 
 
 def test_build_resumes_without_rerendering(demo_corpus_dir):

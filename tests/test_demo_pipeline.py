@@ -13,7 +13,7 @@ from mmtok.demo.pipeline import STAGES, DemoConfig, DemoPipeline
 @pytest.mark.slow
 def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, capsys):
     cfg = DemoConfig(
-        out=str(tmp_path / "demo"), size="smoke", codec="fit", codec_preset="tiny", codec_minutes=0.1,
+        out=str(tmp_path / "demo"), size="smoke", clips_per_piece=2, codec="fit", codec_preset="tiny", codec_minutes=0.1,
         config="configs/tiny.yaml", train_minutes=5.0, generate_seconds=1.0,
         overrides=["train.max_steps=60", "data.seq_len=512", "model.max_seq_len=512", "train.eval_interval=0",
                    "data.workers=0"],
@@ -42,6 +42,9 @@ def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, 
 
     md = (out / "report" / "results.md").read_text()
     assert "loss_curves.png" in md and "BLEU-4" in md and "majority" in md
+    assert "Corpus size `smoke` (clips per piece 2)" in md
+    clip_ids = [json.loads(line)["id"] for line in test_items]
+    assert {i.rsplit("_", 1)[1] for i in clip_ids} == {"0", "1"}  # --clips-per-piece reached the corpus
     png = (out / "report" / "loss_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     wav, sr = sf.read(out / "report" / "generated.wav")
@@ -78,3 +81,12 @@ def test_training_schedule_is_sized_to_the_time_budget_and_an_explicit_step_coun
     assert run_config(train_minutes=10, steps_per_minute=66.0, overrides=["train.max_steps=7"]).train.max_steps == 7
     as_configured = load_config(DemoConfig().config).train.max_steps
     assert run_config(train_minutes=10, steps_per_minute=None).train.max_steps == as_configured
+
+
+def test_custom_corpus_size_reaches_the_corpus_stage_and_its_fingerprint():
+    default = DemoPipeline(DemoConfig())
+    assert default.stage_params("corpus")["own"] == {"size": "default", "seed": 0}  # older runs stay complete
+    more = DemoPipeline(DemoConfig(clips_per_piece=8))
+    assert more.stage_params("corpus")["own"] == {"size": "default", "seed": 0, "clips_per_piece": 8}
+    # Everything made from the corpus is stale when it changes.
+    assert more.stage_params("train")["upstream"][0] != default.stage_params("train")["upstream"][0]

@@ -44,11 +44,9 @@ def register(subparsers) -> None:
 
 
 def _demo_corpus(args) -> None:
-    from mmtok.data.corpus import SIZES, CorpusSize, build_demo_corpus
+    from mmtok.data.corpus import build_demo_corpus, corpus_size
 
-    size = args.size
-    if args.pieces or args.clips_per_piece:
-        size = CorpusSize(args.pieces or SIZES[size].n_pieces, args.clips_per_piece or SIZES[size].clips_per_piece)
+    size = corpus_size(args.size, args.pieces, args.clips_per_piece)
     summary = build_demo_corpus(args.out, size=size, seed=args.seed, workers=args.workers,
                                 clip_seconds=args.clip_seconds, sample_rate=args.sample_rate)  # fmt: skip
     print(json.dumps(summary, indent=2))

@@ -10,6 +10,9 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="corpus -> codec -> tokenizer -> shards -> train -> captions + report")
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
     p.add_argument("--size", default=d.size, choices=["smoke", "default", "large"], help="demo corpus size")
+    p.add_argument("--pieces", type=int, default=d.pieces, help="custom corpus size: number of pieces")
+    p.add_argument("--clips-per-piece", type=int, default=d.clips_per_piece,
+                   help="custom corpus size: clips rendered per piece (default 4 at --size default)")
     p.add_argument("--stage", action="append", choices=STAGES, help="run only this stage (repeatable)")
     p.add_argument("--force", action="store_true", help="re-run stages even when complete")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -32,7 +35,8 @@ def run(args) -> int:
     from mmtok.demo.pipeline import DemoPipeline
 
     cfg = DemoConfig(
-        out=args.out, size=args.size, seed=args.seed, codec=args.codec, codec_preset=args.codec_preset,
+        out=args.out, size=args.size, pieces=args.pieces, clips_per_piece=args.clips_per_piece, seed=args.seed,
+        codec=args.codec, codec_preset=args.codec_preset,
         codec_minutes=args.codec_minutes, bandwidth=args.bandwidth, n_codebooks=args.n_codebooks,
         vocab_size=args.vocab_size, config=args.config, train_minutes=args.train_minutes,
         steps_per_minute=args.steps_per_minute or None, overrides=list(args.overrides), generate_prompt=args.prompt,

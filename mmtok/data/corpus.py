@@ -72,6 +72,19 @@ SIZES = {
     "default": CorpusSize(360, 4),  # 1,440 clips, ~12 min on 2 cores (the CPU demo's corpus)
     "large": CorpusSize(6000, 6),  # 36,000 clips, hours
 }
+
+
+def corpus_size(name: str = "default", pieces: int | None = None, clips_per_piece: int | None = None) -> CorpusSize:
+    """A named size, with either number replaced (`--pieces`, `--clips-per-piece`)."""
+    if name not in SIZES:
+        raise ValueError(f"unknown corpus size {name!r}: choose one of {', '.join(SIZES)}")
+    for flag, value in (("pieces", pieces), ("clips_per_piece", clips_per_piece)):
+        if value is not None and value < 1:
+            raise ValueError(f"corpus {flag} must be >= 1, got {value}")
+    base = SIZES[name]
+    return CorpusSize(pieces or base.n_pieces, clips_per_piece or base.clips_per_piece)
+
+
 SPLITS = {"train": 0.8, "valid": 0.1, "test": 0.1}  # fractions of pieces
 TRANSPOSE_RANGE = (-5, 6)  # semitones, inclusive
 MIN_RMS = 1e-3  # an excerpt quieter than this (rests only) is replaced by another excerpt

@@ -32,6 +32,9 @@ STAGES = ("corpus", "codec", "tokenizer", "shards", "train", "eval", "report")
 class DemoConfig:
     out: str = "runs/demo"  # everything lands under this directory
     size: str = "default"  # demo corpus size: smoke (minutes, for CI) | default | large (hours)
+    pieces: int | None = None  # replaces the size's number of pieces (the unit of the split)
+    clips_per_piece: int | None = None  # replaces the size's clips per piece (default 4): more
+    #   renderings of the same pieces (other instrument, tempo, key, excerpt) = more training clips
     seed: int = 0  # corpus plan, codec fit, training: the whole run is deterministic from it
     codec: str = "auto"  # auto: pretrained encodec_24khz if its weights are on disk, else fit one; or a name/path
     codec_preset: str = "small"  # `mmtok codec fit` preset when fitting
@@ -84,9 +87,11 @@ class DemoPipeline:
 
     # ---- stages, in order -------------------------------------------------------------------------
     def corpus(self) -> dict:
-        from mmtok.data.corpus import build_demo_corpus
+        from mmtok.data.corpus import build_demo_corpus, corpus_size
 
-        return build_demo_corpus(self.path("corpus"), size=self.cfg.size, seed=self.cfg.seed)
+        c = self.cfg
+        size = corpus_size(c.size, c.pieces, c.clips_per_piece)
+        return build_demo_corpus(self.path("corpus"), size=size, seed=c.seed)
 
     def codec(self) -> dict:
         """Pretrained EnCodec when its weights are available, else a codec fitted on the train audio."""
@@ -162,11 +167,16 @@ class DemoPipeline:
 
         return write_demo_report(self)
 
+    def _custom_corpus_size(self) -> dict:
+        # Only when set, so that runs made before these knobs existed keep their fingerprints.
+        c = self.cfg
+        return {k: v for k, v in (("pieces", c.pieces), ("clips_per_piece", c.clips_per_piece)) if v is not None}
+
     # ---- driver -----------------------------------------------------------------------------------
     def stage_params(self, name: str) -> dict:
         c = self.cfg
         params = {
-            "corpus": {"size": c.size, "seed": c.seed},
+            "corpus": {"size": c.size, "seed": c.seed} | self._custom_corpus_size(),
             "codec": {"codec": c.codec, "preset": c.codec_preset, "minutes": c.codec_minutes, "seed": c.seed},
             "tokenizer": {"bandwidth": c.bandwidth, "n_codebooks": c.n_codebooks, "vocab_size": c.vocab_size},
             "shards": {},

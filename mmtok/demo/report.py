@@ -45,10 +45,11 @@ def plot_loss_curves(records: list[dict], out: Path) -> Path:
 def results_markdown(eval_report: dict, generated: dict, config: dict) -> str:
     from mmtok.eval.report import markdown_report
 
+    custom = ", ".join(f"{k.replace('_', ' ')} {config[k]}" for k in ("pieces", "clips_per_piece") if config.get(k))
     lines = [
         "# mmtok demo results",
         "",
-        f"Corpus size `{config['size']}`, training preset `{config['config']}`, "
+        f"Corpus size `{config['size']}`{f' ({custom})' if custom else ''}, training preset `{config['config']}`, "
         f"budget {config['train_minutes']} min. Test clips come from pieces never seen in training.",
         "",
         "![training loss](loss_curves.png)",
