@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from mmtok.data.manifest import ManifestError, read_manifest
 from mmtok.data.shard import ShardConfig, shard_manifest
@@ -67,7 +68,13 @@ def test_bad_inputs_are_skipped_and_reported(bad_manifest, tokenizer_dir, tmp_pa
 
     manifest, bad = bad_manifest
     out = tmp_path / "shards"
-    summary = shard_manifest(manifest, tokenizer_dir, out, cfg=ShardConfig(max_samples=3), progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # in-process sharding (workers=1) leaves the caller's threads alone (the demo trains next)
+        summary = shard_manifest(manifest, tokenizer_dir, out, cfg=ShardConfig(max_samples=3), progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     assert summary["samples"] == 3 and summary["skipped"] == len(bad)
     report = read_jsonl(out / "mixed-report.jsonl")
     assert len(report) == len(bad)

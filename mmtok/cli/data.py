@@ -12,7 +12,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("demo-corpus", help="render real music21 pieces into captioned clips + manifests")
     p.add_argument("--out", required=True, help="output directory (re-running resumes)")
     p.add_argument("--size", default="default", choices=("smoke", "default", "large"),
-                   help="smoke ~72 clips (minutes), default ~1.4k clips (~12 min on 2 cores), large ~36k (hours)")
+                   help="smoke ~72 clips (minutes), default ~2.8k clips (~16 min on 2 cores), large ~36k (hours)")
     p.add_argument("--pieces", type=int, default=None, help="custom size: number of pieces (overrides --size)")
     p.add_argument("--clips-per-piece", type=int, default=None, help="custom size: clips per piece")
     p.add_argument("--seed", type=int, default=0, help="the corpus is a deterministic function of it")

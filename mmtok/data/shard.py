@@ -156,14 +156,20 @@ def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, byte
 _TOKENIZER = None  # per worker process: loaded once by _init_worker
 
 
-def _init_worker(tokenizer_dir: str) -> None:
-    import torch
-
+def _load_tokenizer(tokenizer_dir: str) -> None:
     from mmtok.tokenizer.multimodal import MultimodalTokenizer
 
     global _TOKENIZER
-    torch.set_num_threads(1)  # one process per core; intra-op threads would fight
     _TOKENIZER = MultimodalTokenizer.from_pretrained(tokenizer_dir)
+
+
+def _init_worker(tokenizer_dir: str) -> None:
+    """Pool workers only: in the calling process a thread cap would outlive the sharding (the
+    demo then trained on 1 of 2 cores)."""
+    import torch
+
+    torch.set_num_threads(1)  # one process per core; intra-op threads would fight
+    _load_tokenizer(tokenizer_dir)
 
 
 def write_shard(job) -> dict:
@@ -222,7 +228,7 @@ def shard_manifest(manifest, tokenizer_dir, out, split: str | None = None,
     total = sum(len(p) for p, n in zip(plan, names) if n not in records)
     with tqdm(total=total, desc=f"shard {split}", unit="sample", disable=not progress) as bar:
         if cfg.workers <= 1 or len(jobs) <= 1:
-            _init_worker(str(tokenizer_dir))
+            _load_tokenizer(str(tokenizer_dir))
             results = map(write_shard, jobs)
             pool = None
         else:

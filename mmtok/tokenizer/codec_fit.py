@@ -100,8 +100,14 @@ def find_audio(spec) -> list[Path]:
     return files
 
 
-def load_training_audio(files, sample_rate: int, max_seconds: float) -> list[torch.Tensor]:
-    """Mono waveforms at `sample_rate`, at most `max_seconds` in total (each file's beginning)."""
+def load_training_audio(files, sample_rate: int, max_seconds: float, seed: int = 0) -> list[torch.Tensor]:
+    """Mono waveforms at `sample_rate`, at most `max_seconds` in total (each file's beginning).
+
+    Files are taken in a seeded random order: listings are sorted, and sorted names group by
+    collection or composer, so a cap below the total would otherwise fit the codec on one kind
+    of music (the demo corpus's first 30 minutes are all Bach chorales)."""
+    files = list(files)
+    random.Random(seed).shuffle(files)
     out, left = [], int(max_seconds * sample_rate)
     for f in files:
         if left <= 0:
@@ -290,7 +296,8 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
     torch.manual_seed(cfg.seed)
     gen = random.Random(cfg.seed)
 
-    audio_list = load_training_audio(find_audio(audio), arch["sample_rate"], p["max_audio_seconds"])
+    files = find_audio(audio)
+    audio_list = load_training_audio(files, arch["sample_rate"], p["max_audio_seconds"], cfg.seed)
     total_seconds = sum(w.numel() for w in audio_list) / arch["sample_rate"]
     model = build_encodec(arch)
     opt = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=(0.5, 0.9))
@@ -387,7 +394,9 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
         "format": "mmtok-codec", "version": 1, "arch": arch, "weights": FITTED_WEIGHTS,
         "sha256": sha256_file(out / FITTED_WEIGHTS),
         "training": {"preset": preset, "steps": step, "audio_seconds_seen": trained_seconds,
-                     "train_audio_seconds": total_seconds, "adversarial": adversarial, "seed": seed,
+                     "train_audio_seconds": total_seconds,
+                     "train_files": len(audio_list), "available_files": len(files),  # the max_audio_seconds cap
+                     "adversarial": adversarial, "seed": seed,
                      "final_losses": losses,
                      "distinct_codes_per_codebook": [int(len(np.unique(r))) for r in codes]},
         "params": sum(t.numel() for t in model.parameters()),
