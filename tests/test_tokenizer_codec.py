@@ -63,18 +63,46 @@ def test_24khz_codes_and_decode_equal_encodec(tok24, encodec_repository, excerpt
     np.testing.assert_array_equal(out, ref_wav[:, : out.shape[1]].numpy())
 
 
+def _assert_equal_but_for_near_ties(model, x, frames, ours: np.ndarray, rtol: float = 1e-4):
+    """Codes equal encodec's, except where its nearest codebook entry is a float tie: batching
+    the segments (mmtok) instead of encoding them one by one (encodec) moves encoder outputs by
+    ~1e-7, which can flip an argmin between two entries at (nearly) the same distance. For the
+    first differing codebook of each such frame, both entries must be equally close to encodec's
+    own residual (to float rounding); later codebooks of the frame follow from it."""
+    theirs = torch.cat([c[0] for c, _ in frames], dim=1).numpy()  # (K, T)
+    differ = np.argwhere(ours != theirs)
+    assert len(differ) <= 0.01 * ours.size, f"{len(differ)} of {ours.size} codes differ"
+    fps = frames[0][0].shape[-1]
+    embed = [layer._codebook.embed for layer in model.quantizer.vq.layers]
+    for t in sorted(set(differ[:, 1].tolist())):
+        q = int(differ[differ[:, 1] == t, 0].min())
+        seg, j = divmod(t, fps)
+        start = seg * model.segment_stride
+        with torch.no_grad():
+            emb = model.encoder(x[..., start : start + model.segment_length] / frames[seg][1].view(1, 1, 1))
+        residual = emb[0, :, j] - sum(embed[k][theirs[k, t]] for k in range(q))
+        d_ours, d_theirs = ((residual - embed[q][c]).pow(2).sum().item() for c in (ours[q, t], theirs[q, t]))
+        # encodec's distance is r.r - 2 r.e + e.e: its rounding error scales with those terms
+        scale = residual.pow(2).sum().item() + embed[q][theirs[q, t]].pow(2).sum().item()
+        assert abs(d_ours - d_theirs) <= rtol * scale, (q, t, d_ours, d_theirs, scale)
+
+
 def test_48khz_scales_keep_decode_equal_to_encodec(tok48, encodec_repository, excerpt):
     wav, sr = excerpt
     model = _oracle("encodec_48khz", encodec_repository, 3.0)
     # documented rule: resample, then mono -> stereo by duplication
     x = AF.resample(torch.from_numpy(wav), sr, 48000)[None].repeat(2, 1)[None]  # (1, 2, n)
     with torch.no_grad():
-        frames = model.encode(x)
-        ref_wav = model.decode(frames)[0]  # (2, >= n): encodec's overlap-add output
-    codes = tok48.encode_audio(wav, sr)
+        frames = model.encode(x)  # encodec: one segment at a time
+    codes = tok48.encode_audio(wav, sr)  # mmtok: the segments as one batch
     assert codes.n_samples == x.shape[-1] and codes.frames_per_segment == 150
-    np.testing.assert_array_equal(codes.codes, torch.cat([c[0] for c, _ in frames], dim=1).numpy())
     np.testing.assert_array_equal(codes.scales, torch.cat([s.view(1) for _, s in frames]).numpy())
+    _assert_equal_but_for_near_ties(model, x, frames, codes.codes)
+    # Decoding: encodec's own decode of the same codes and scales (its overlap-add output).
+    sizes = [c.shape[-1] for c, _ in frames]
+    ours = [(c[None], s) for c, (_, s) in zip(torch.from_numpy(codes.codes).split(sizes, dim=1), frames)]
+    with torch.no_grad():
+        ref_wav = model.decode(ours)[0]  # (2, >= n)
     ids = tok48.codes_to_ids(codes)
     layout = tok48.layout
     assert layout.n_scale_tokens == 256
