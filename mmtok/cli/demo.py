@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("--size", default=d.size, choices=["smoke", "default", "large"], help="demo corpus size")
     p.add_argument("--pieces", type=int, default=d.pieces, help="custom corpus size: number of pieces")
     p.add_argument("--clips-per-piece", type=int, default=d.clips_per_piece,
-                   help="custom corpus size: clips rendered per piece (default 4 at --size default)")
+                   help="custom corpus size: clips rendered per piece (8 at --size default)")
     p.add_argument("--stage", action="append", choices=STAGES, help="run only this stage (repeatable)")
     p.add_argument("--force", action="store_true", help="re-run stages even when complete")
     p.add_argument("--seed", type=int, default=d.seed)
