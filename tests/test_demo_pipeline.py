@@ -13,7 +13,8 @@ from mmtok.demo.pipeline import STAGES, DemoConfig, DemoPipeline
 @pytest.mark.slow
 def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, capsys):
     cfg = DemoConfig(
-        out=str(tmp_path / "demo"), size="smoke", clips_per_piece=2, codec="fit", codec_preset="tiny", codec_minutes=0.1,
+        out=str(tmp_path / "demo"), size="smoke", clips_per_piece=2,
+        codec="fit", codec_preset="tiny", codec_minutes=0.1,
         config="configs/tiny.yaml", train_minutes=5.0, generate_seconds=1.0,
         overrides=["train.max_steps=60", "data.seq_len=512", "model.max_seq_len=512", "train.eval_interval=0",
                    "data.workers=0"],

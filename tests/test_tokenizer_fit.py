@@ -56,4 +56,3 @@ def test_training_improves_reconstruction(real_audio_files, tmp_path):
     before = error(fit_codec(train, tmp_path / "c0", minutes=0, preset="tiny", progress=False))
     after = error(fit_codec(train, tmp_path / "c1", minutes=5, max_steps=150, preset="tiny", progress=False))
     assert after < 0.7 * before
-
