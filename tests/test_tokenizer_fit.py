@@ -56,3 +56,41 @@ def test_training_improves_reconstruction(real_audio_files, tmp_path):
     before = error(fit_codec(train, tmp_path / "c0", minutes=0, preset="tiny", progress=False))
     after = error(fit_codec(train, tmp_path / "c1", minutes=5, max_steps=150, preset="tiny", progress=False))
     assert after < 0.7 * before
+
+
+def test_collapsed_fit_stops_and_keeps_its_checkpoint(real_audio_dir, tmp_path):
+    """A fit whose encoder stops depending on its input (the failure seen on the `small`
+    preset: the ELU before the last conv saturated) raises at the next liveness check instead of
+    overwriting fit_state.pt, and writes no codec."""
+    out = fit_codec(real_audio_dir, tmp_path / "c", minutes=5, max_steps=5, preset="tiny", progress=False)
+    state_path = out / "fit_state.pt"
+    state = torch.load(state_path, weights_only=True)
+    assert state["step"] == 5 and state["initial_variation"] > 0
+    # Saturate the ELU before the encoder's last conv: every pre-activation ~ -1000.
+    bias = [k for k in state["model"] if k.startswith("encoder.model.12.") and k.endswith("bias")]
+    assert bias, "tiny encoder layout changed: layer 12 is the conv before the final ELU"
+    state["model"][bias[0]].fill_(-1000.0)
+    torch.save(state, state_path)
+    (out / "codec.json").unlink()
+    saved = state_path.read_bytes()
+    with pytest.raises(RuntimeError, match=r"collapsed at step \d+: the encoder output no longer varies"):
+        fit_codec(real_audio_dir, out, minutes=5, max_steps=8, preset="tiny", progress=False)
+    assert state_path.read_bytes() == saved
+    assert not (out / "codec.json").exists()
+
+
+def test_capped_audio_spreads_over_the_listing(real_audio_files):
+    """Under the audio cap, a seed draws files from the whole listing (reproducibly); no seed
+    keeps the listing's head."""
+    from mmtok.tokenizer.codec_fit import load_training_audio
+
+    one = [load_training_audio([f], 16000, 1e9)[0] for f in real_audio_files]
+    cap = sum(w.numel() for w in one[:3]) / 16000  # room for 3 files (the last one may be cut)
+
+    def picked(seed):
+        return [next(i for i, w in enumerate(one) if torch.equal(w[: got.numel()], got))
+                for got in load_training_audio(real_audio_files, 16000, cap, seed=seed)]
+
+    assert picked(None) == [0, 1, 2]
+    assert picked(0) == picked(0)
+    assert any(max(picked(s)) > 2 for s in range(3))

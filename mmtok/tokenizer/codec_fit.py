@@ -7,7 +7,8 @@ encodec's. Training, as in the EnCodec paper:
   k-means, one codebook after another, cdist/argmin: seconds on CPU), so codes are
   non-degenerate at ANY time budget, even `minutes=0`, and refined by k-means once more at
   the end (from the trained codebooks) because EMA codebooks lag a fast-moving encoder;
-- in between, `minutes` of Adam (linear warm-up) on 0.1 * L1(time) + L1(multi-scale log-mel) + commitment, with a random
+- in between, `minutes` of Adam (linear warm-up, gradient norm clipped) on 0.1 * L1(time) +
+  L1(multi-scale log-mel) + commitment relative to the encoder output's variance, with a random
   bandwidth per step (so every codebook count works) and encodec's EMA codebook updates with
   dead-code replacement (codes used less than `dead_code_threshold` get re-seeded from the batch);
 - `adversarial=True` adds encodec's MS-STFT discriminator (hinge + feature matching) and a
@@ -38,6 +39,11 @@ from mmtok.tokenizer.codec import (FITTED_CONFIG, FITTED_WEIGHTS, build_encodec,
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 STATE = "fit_state.pt"
 WARMUP_STEPS = 200
+# Gradient-norm clip. Measured on the `small` preset: norms of 25-55 with rare spikes past 1,000.
+GRAD_CLIP = 20.0
+# The fit stops as collapsed when the encoder output's variation over time on a fixed probe batch
+# falls below this share of its value after initialisation (a dead encoder measures exactly 0).
+MIN_ENCODER_VARIATION = 1e-4
 
 # Architecture presets. hop = prod(ratios); frame rate = sample_rate / hop.
 # bits per frame per codebook = log2(bins); kbps per codebook = bits * frame_rate / 1000.
@@ -63,7 +69,7 @@ class FitConfig:
     preset: str = "tiny"  # architecture + optimisation preset (PRESETS)
     minutes: float = 1.0  # wall-clock budget of the training loop (k-means init is extra, ~seconds)
     max_steps: int | None = None  # also stop after this many steps in total (reproducible fits)
-    commitment_weight: float = 1.0  # weight of the commitment loss (EnCodec: 1)
+    commitment_weight: float = 1.0  # weight of the commitment loss (relative to the encoder output's variance)
     adversarial: bool = False  # add the MS-STFT discriminator + loss balancer
     seed: int = 0  # crops, k-means seeds, init
     kmeans_iters: int = 15  # Lloyd iterations per codebook
@@ -100,10 +106,13 @@ def find_audio(spec) -> list[Path]:
     return files
 
 
-def load_training_audio(files, sample_rate: int, max_seconds: float) -> list[torch.Tensor]:
+def load_training_audio(files, sample_rate: int, max_seconds: float, seed: int | None = None) -> list[torch.Tensor]:
     """Mono waveforms at `sample_rate`, at most `max_seconds` in total: whole files, in the
-    listing's order (a sorted demo manifest's first 30 minutes are Bach chorales; a seeded
-    random order was tried and that fit collapsed, see README "Measured so far")."""
+    listing's order, or in a random order drawn from `seed` so that a capped selection spreads
+    over the whole listing (a sorted manifest's head is often one kind of music)."""
+    if seed is not None:
+        files = list(files)
+        random.Random(seed).shuffle(files)
     out, left = [], int(max_seconds * sample_rate)
     for f in files:
         if left <= 0:
@@ -184,6 +193,17 @@ def fit_codebooks(model, audio: list[torch.Tensor], cfg: FitConfig, frames_per_s
         gen = torch.Generator().manual_seed(cfg.seed)
         x = x[torch.randperm(x.shape[0], generator=gen)[: cfg.kmeans_frames]]
     kmeans_codebooks(model.quantizer.vq.layers, x, cfg.kmeans_iters, cfg.seed, frames_per_step, from_current)
+
+
+@torch.no_grad()
+def encoder_variation(model, probe: torch.Tensor) -> float:
+    """Mean over channels of the encoder output's standard deviation over time on `probe`
+    (B, 1, L): 0 when the encoder no longer depends on its input."""
+    was_training = model.training
+    model.eval()
+    variation = model.encoder(probe).std(dim=-1).mean().item()  # (B, D, T) -> scalar
+    model.train(was_training)
+    return variation
 
 
 def kmeans_encodec_repository(out, audio_files, n_q: int = 2, seconds: float = 20.0,
@@ -293,7 +313,7 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
     gen = random.Random(cfg.seed)
 
     files = find_audio(audio)
-    audio_list = load_training_audio(files, arch["sample_rate"], p["max_audio_seconds"])
+    audio_list = load_training_audio(files, arch["sample_rate"], p["max_audio_seconds"], seed=cfg.seed)
     total_seconds = sum(w.numel() for w in audio_list) / arch["sample_rate"]
     model = build_encodec(arch)
     opt = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=(0.5, 0.9))
@@ -308,6 +328,8 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
         balancer = Balancer({"l_t": 0.1, "l_f": 1.0, "g": 3.0, "feat": 3.0})
     step, trained_seconds = 0, 0.0
     frames_per_step = p["batch_size"] * p["crop_seconds"] * model.frame_rate
+    crop = int(p["crop_seconds"] * arch["sample_rate"])
+    probe = random_crops(audio_list, 16, crop, random.Random(cfg.seed + 1))  # (16, 1, L): liveness probe
     state_path = out / STATE
     if state_path.is_file():  # resume
         state = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -319,20 +341,30 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
             disc.load_state_dict(state["disc"])
             opt_d.load_state_dict(state["opt_d"])
         step, trained_seconds = int(state["step"]), float(state["trained_seconds"])
+        initial_variation = float(state.get("initial_variation", encoder_variation(model, probe)))
         gen.seed(cfg.seed + step)
     else:
         variance_preserving_init(model)
         fit_codebooks(model, audio_list, cfg, frames_per_step)
+        initial_variation = encoder_variation(model, probe)
 
     def save_state():
         state = dict(model=model.state_dict(), opt=opt.state_dict(), step=step, trained_seconds=trained_seconds,
-                     arch=json.dumps(arch), adversarial=adversarial)
+                     arch=json.dumps(arch), adversarial=adversarial, initial_variation=initial_variation)
         if disc is not None:
             state.update(disc=disc.state_dict(), opt_d=opt_d.state_dict())
         _atomic_save(state, state_path)
 
+    def check_alive():
+        """Stop a collapsed fit before it overwrites the last healthy checkpoint."""
+        variation = encoder_variation(model, probe)
+        if variation < MIN_ENCODER_VARIATION * initial_variation:
+            raise RuntimeError(
+                f"codec fit collapsed at step {step}: the encoder output no longer varies with its input "
+                f"(variation {variation:.2e}, {initial_variation:.2e} after initialisation); {state_path} keeps "
+                f"the last healthy checkpoint. Fit again with another seed or into another --out")
+
     mel_loss = MelLoss(arch["sample_rate"])
-    crop = int(p["crop_seconds"] * arch["sample_rate"])
     budget, t0, last_ckpt = cfg.minutes * 60, time.monotonic(), time.monotonic()
     bar = tqdm(desc=f"codec fit ({preset})", unit="step", disable=not cfg.progress, initial=step)
     losses = {}
@@ -345,13 +377,18 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
         y = model.decoder(q.quantized)[..., :crop]  # (B, 1, L)
         l_t, l_f = F.l1_loss(y, x), mel_loss(y, x)
         opt.zero_grad()
+        # Commitment relative to the encoder output's variance: the absolute one (encodec's) falls
+        # when the encoder shrinks its output, and on the `small` preset that pull drove the ELU
+        # before the last conv into saturation (pre-activations ~ -76): a constant encoder.
+        commit = cfg.commitment_weight * q.penalty / emb.var()
         if disc is None:
-            (0.1 * l_t + l_f + cfg.commitment_weight * q.penalty).backward()
+            (0.1 * l_t + l_f + commit).backward()
         else:
             logits_fake, fmaps_fake = disc(y)
             _, fmaps_real = disc(x)
             g, feat = _hinge_generator(logits_fake, fmaps_fake, fmaps_real)
-            balancer.backward({"l_t": l_t, "l_f": l_f, "g": g, "feat": feat}, y, extra=cfg.commitment_weight * q.penalty)
+            balancer.backward({"l_t": l_t, "l_f": l_f, "g": g, "feat": feat}, y, extra=commit)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         for group in opt.param_groups:  # linear warm-up: big early steps outrun the EMA codebooks
             group["lr"] = p["lr"] * min(1.0, (step + 1) / WARMUP_STEPS)
         opt.step()
@@ -364,13 +401,15 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
             opt_d.step()
         step += 1
         trained_seconds += x.shape[0] * p["crop_seconds"]
-        losses = {"l_t": l_t.item(), "l_f": l_f.item(), "commit": q.penalty.item()}
+        losses = {"l_t": l_t.item(), "l_f": l_f.item(), "commit": commit.item()}
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
         if time.monotonic() - last_ckpt > cfg.checkpoint_seconds:
+            check_alive()
             save_state()
             last_ckpt = time.monotonic()
     bar.close()
+    check_alive()
     fit_codebooks(model, audio_list, cfg, frames_per_step, from_current=True)
     save_state()
 
