@@ -63,7 +63,7 @@ def register(subparsers) -> None:
     p.add_argument("--preset", default="small",
                    help="tiny (tests, seconds) or small (CPU demo, 25 Hz, 8x1024 codes); see codec_fit.PRESETS")
     p.add_argument("--adversarial", action="store_true", help="add the MS-STFT discriminator + loss balancer")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="crops, which files the audio cap keeps, k-means, init")
     p.add_argument("--name", default=None, help="codec name (default mmtok_<preset>)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_fit)
