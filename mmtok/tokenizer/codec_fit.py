@@ -71,7 +71,7 @@ class FitConfig:
     max_steps: int | None = None  # also stop after this many steps in total (reproducible fits)
     commitment_weight: float = 1.0  # weight of the commitment loss (relative to the encoder output's variance)
     adversarial: bool = False  # add the MS-STFT discriminator + loss balancer
-    seed: int = 0  # crops, k-means seeds, init
+    seed: int = 0  # crops, which files the audio cap keeps, k-means seeds, init
     kmeans_iters: int = 15  # Lloyd iterations per codebook
     kmeans_frames: int = 20000  # at most this many encoder frames for k-means
     checkpoint_seconds: float = 60.0  # write fit_state.pt at least this often
@@ -341,7 +341,9 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
             disc.load_state_dict(state["disc"])
             opt_d.load_state_dict(state["opt_d"])
         step, trained_seconds = int(state["step"]), float(state["trained_seconds"])
-        initial_variation = float(state.get("initial_variation", encoder_variation(model, probe)))
+        # Checkpoints from before the liveness check: measure from the resumed encoder instead.
+        initial_variation = (float(state["initial_variation"]) if "initial_variation" in state
+                             else encoder_variation(model, probe))
         gen.seed(cfg.seed + step)
     else:
         variance_preserving_init(model)
