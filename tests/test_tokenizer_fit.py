@@ -94,3 +94,24 @@ def test_capped_audio_spreads_over_the_listing(real_audio_files):
     assert picked(None) == [0, 1, 2]
     assert picked(0) == picked(0)
     assert any(max(picked(s)) > 2 for s in range(3))
+
+
+def test_budget_counts_over_resumed_runs(real_audio_dir, tmp_path):
+    """`minutes` is the fit's total: a rerun of a finished fit changes nothing (not even the final
+    k-means pass), a larger budget trains only the difference, a smaller one warns and keeps it."""
+    out = fit_codec(real_audio_dir, tmp_path / "c", minutes=0.05, preset="tiny", progress=False)
+    first = json.loads((out / "codec.json").read_text())["training"]
+    assert first["steps"] > 0 and 0.05 <= first["fit_minutes"] < 0.1
+    weights = (out / "model.safetensors").read_bytes()
+
+    fit_codec(real_audio_dir, out, minutes=0.05, preset="tiny", progress=False)
+    again = json.loads((out / "codec.json").read_text())["training"]
+    assert again["steps"] == first["steps"] and (out / "model.safetensors").read_bytes() == weights
+
+    fit_codec(real_audio_dir, out, minutes=0.1, preset="tiny", progress=False)
+    longer = json.loads((out / "codec.json").read_text())["training"]
+    assert longer["steps"] > first["steps"] and 0.1 <= longer["fit_minutes"] < 0.15
+
+    with pytest.warns(UserWarning, match=r"more than the 0\.0 asked; keeping it"):
+        fit_codec(real_audio_dir, out, minutes=0.0, preset="tiny", progress=False, checkpoint_seconds=1.0)
+    assert json.loads((out / "codec.json").read_text())["training"]["steps"] == longer["steps"]

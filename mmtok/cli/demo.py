@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="re-run stages even when complete")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--codec", default=d.codec, help="auto | fit | encodec_24khz | encodec_48khz | PATH")
-    p.add_argument("--codec-minutes", type=float, default=d.codec_minutes, help="codec fit budget")
+    p.add_argument("--codec-minutes", type=float, default=d.codec_minutes, help="codec fit budget in minutes, in total (more than a finished fit had resumes it)")
     p.add_argument("--codec-preset", default=d.codec_preset)
     p.add_argument("--bandwidth", type=float, default=d.bandwidth, help="codec bandwidth in kbps")
     p.add_argument("--n-codebooks", type=int, default=d.n_codebooks, help="codebooks per frame the model sees")

@@ -58,7 +58,7 @@ def register(subparsers) -> None:
     p = csub.add_parser("fit", help="train a codec; the output directory loads as --codec PATH")
     p.add_argument("--audio", required=True, help="audio directory, file, or manifest (.txt paths / .jsonl)")
     p.add_argument("--out", required=True, help="codec directory (re-running resumes from its checkpoint)")
-    p.add_argument("--minutes", type=float, default=10.0, help="training wall-time budget (k-means init is extra)")
+    p.add_argument("--minutes", type=float, default=10.0, help="training wall-time budget, in total over resumed runs of the same --out (k-means is extra)")
     p.add_argument("--max-steps", type=int, default=None, help="also stop after this many steps in total")
     p.add_argument("--preset", default="small",
                    help="tiny (tests, seconds) or small (CPU demo, 25 Hz, 8x1024 codes); see codec_fit.PRESETS")

@@ -38,13 +38,13 @@ class DemoConfig:
     seed: int = 0  # corpus plan, codec fit, training: the whole run is deterministic from it
     codec: str = "auto"  # auto: pretrained encodec_24khz if its weights are on disk, else fit one; or a name/path
     codec_preset: str = "small"  # `mmtok codec fit` preset when fitting
-    codec_minutes: float = 24.0  # wall-clock budget of the codec fit (the biggest lever measured: with 8
-    #   clips per piece, 12 -> 24 min lifts the captioner's family accuracy 0.48 -> 0.65)
+    codec_minutes: float = 40.0  # wall-clock budget of the codec fit, in total over resumed runs (the
+    #   biggest lever measured: 12 -> 24 min lifted the captioner's family accuracy 0.48 -> 0.65)
     bandwidth: float | None = None  # codec bandwidth in kbps (None: the codec's default)
     n_codebooks: int = 2  # codebooks per frame the model sees (the token budget's main lever)
     vocab_size: int = 600  # SentencePiece pieces (captions use a small vocabulary)
     config: str = "configs/demo_small.yaml"  # training preset
-    train_minutes: float = 25.0  # training budget (wall clock); the run stops and checkpoints then
+    train_minutes: float = 30.0  # training budget (wall clock); the run stops and checkpoints then
     steps_per_minute: float | None = 66.0  # sizes the schedule to the budget: train.max_steps =
     #   train_minutes x this (demo_small's rate on 2 idle cores; a slower machine stops before the
     #   cosine ends, a faster one finishes early). None: train.max_steps from the config as is.

@@ -15,7 +15,9 @@ encodec's. Training, as in the EnCodec paper:
   gradient balancer (EnCodec's: each loss's gradient on the output normalised, then weighted;
   written here because the pinned encodec 0.1.1 wheel ships no balancer module).
 Checkpoints (`fit_state.pt`, atomic) are written every `checkpoint_seconds` and at the end; a
-rerun with the same `out` resumes from it. The output directory loads with `load_codec(out)`.
+rerun with the same `out` resumes from it, and `minutes` counts over all runs together (a fit
+stopped at minute 20 of 24 trains 4 more; `minutes=40` on a finished 24-minute fit trains 16
+more). The output directory loads with `load_codec(out)`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +70,7 @@ PRESETS = {
 @dataclass
 class FitConfig:
     preset: str = "tiny"  # architecture + optimisation preset (PRESETS)
-    minutes: float = 1.0  # wall-clock budget of the training loop (k-means init is extra, ~seconds)
+    minutes: float = 1.0  # wall-clock budget of the training loop over all resumed runs (k-means is extra)
     max_steps: int | None = None  # also stop after this many steps in total (reproducible fits)
     commitment_weight: float = 1.0  # weight of the commitment loss (relative to the encoder output's variance)
     adversarial: bool = False  # add the MS-STFT discriminator + loss balancer
@@ -326,7 +329,7 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
                                                win_lengths=[512, 1024, 256])
         opt_d = torch.optim.Adam(disc.parameters(), lr=p["lr"], betas=(0.5, 0.9))
         balancer = Balancer({"l_t": 0.1, "l_f": 1.0, "g": 3.0, "feat": 3.0})
-    step, trained_seconds = 0, 0.0
+    step, trained_seconds, fit_seconds, refined_at = 0, 0.0, 0.0, None  # fit_seconds: the loop's clock, all runs
     frames_per_step = p["batch_size"] * p["crop_seconds"] * model.frame_rate
     crop = int(p["crop_seconds"] * arch["sample_rate"])
     probe = random_crops(audio_list, 16, crop, random.Random(cfg.seed + 1))  # (16, 1, L): liveness probe
@@ -341,6 +344,9 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
             disc.load_state_dict(state["disc"])
             opt_d.load_state_dict(state["opt_d"])
         step, trained_seconds = int(state["step"]), float(state["trained_seconds"])
+        # Checkpoints from before the budget was cumulative carry no clock: their budget starts now.
+        fit_seconds = float(state.get("fit_seconds", 0.0))
+        refined_at = state.get("refined_at_step")
         # Checkpoints from before the liveness check: measure from the resumed encoder instead.
         initial_variation = (float(state["initial_variation"]) if "initial_variation" in state
                              else encoder_variation(model, probe))
@@ -352,7 +358,8 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
 
     def save_state():
         state = dict(model=model.state_dict(), opt=opt.state_dict(), step=step, trained_seconds=trained_seconds,
-                     arch=json.dumps(arch), adversarial=adversarial, initial_variation=initial_variation)
+                     arch=json.dumps(arch), adversarial=adversarial, initial_variation=initial_variation,
+                     fit_seconds=fit_seconds, refined_at_step=refined_at)
         if disc is not None:
             state.update(disc=disc.state_dict(), opt_d=opt_d.state_dict())
         _atomic_save(state, state_path)
@@ -367,7 +374,11 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
                 f"the last healthy checkpoint. Fit again with another seed or into another --out")
 
     mel_loss = MelLoss(arch["sample_rate"])
-    budget, t0, last_ckpt = cfg.minutes * 60, time.monotonic(), time.monotonic()
+    resumed_seconds, t0, last_ckpt = fit_seconds, time.monotonic(), time.monotonic()
+    budget = cfg.minutes * 60 - resumed_seconds
+    if budget < -cfg.checkpoint_seconds:  # a fit cannot be untrained: say so instead of mislabelling it
+        warnings.warn(f"{state_path} has {resumed_seconds / 60:.1f} minutes of training, more than the "
+                      f"{cfg.minutes} asked; keeping it as it is (fit into another --out for a shorter fit)")
     bar = tqdm(desc=f"codec fit ({preset})", unit="step", disable=not cfg.progress, initial=step)
     losses = {}
     model.train()
@@ -408,11 +419,15 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
         bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
         if time.monotonic() - last_ckpt > cfg.checkpoint_seconds:
             check_alive()
+            fit_seconds = resumed_seconds + time.monotonic() - t0
             save_state()
             last_ckpt = time.monotonic()
     bar.close()
     check_alive()
-    fit_codebooks(model, audio_list, cfg, frames_per_step, from_current=True)
+    fit_seconds = resumed_seconds + time.monotonic() - t0
+    if refined_at != step:  # so a rerun of a finished fit changes nothing (k-means moves the codebooks)
+        fit_codebooks(model, audio_list, cfg, frames_per_step, from_current=True)
+        refined_at = step
     save_state()
 
     # Usage statistics on the training audio (the collapse guard's evidence, kept in codec.json).
@@ -431,7 +446,7 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
         "format": "mmtok-codec", "version": 1, "arch": arch, "weights": FITTED_WEIGHTS,
         "sha256": sha256_file(out / FITTED_WEIGHTS),
         "training": {"preset": preset, "steps": step, "audio_seconds_seen": trained_seconds,
-                     "train_audio_seconds": total_seconds,
+                     "train_audio_seconds": total_seconds, "fit_minutes": round(fit_seconds / 60, 2),
                      "train_files": len(audio_list), "available_files": len(files),  # the max_audio_seconds cap
                      "adversarial": adversarial, "seed": seed,
                      "final_losses": losses,
