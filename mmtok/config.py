@@ -53,7 +53,7 @@ class TrainConfig:
     eval_captions: int = 4  # held-out clips captioned into the wandb table; 0 = none
     log_interval: int = 10  # log metrics every N steps
     seed: int = 0  # seeds torch/numpy/random (the same on every rank: the model init must agree)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA with bf16, else fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the device has bf16 in hardware (CUDA; AVX512-BF16 or AMX CPUs), else fp32
     compile: bool = False  # torch.compile each Transformer block (no gain on CPU, ~30 s to compile)
     activation_checkpointing: bool = False  # recompute each block's activations in backward
     parallelism: Literal["ddp", "fsdp"] = "ddp"  # data parallel (replicated) or FSDP2 (sharded)

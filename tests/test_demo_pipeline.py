@@ -81,7 +81,26 @@ def test_training_schedule_is_sized_to_the_time_budget_and_an_explicit_step_coun
     assert run_config(train_minutes=40, steps_per_minute=66.0).train.max_steps == 2640  # longer budget, longer schedule
     assert run_config(train_minutes=10, steps_per_minute=66.0, overrides=["train.max_steps=7"]).train.max_steps == 7
     as_configured = load_config(DemoConfig().config).train.max_steps
-    assert run_config(train_minutes=10, steps_per_minute=None).train.max_steps == as_configured
+    assert run_config(train_minutes=10, steps_per_minute=0).train.max_steps == as_configured
+
+
+def test_default_schedule_rate_follows_the_training_precision():
+    """The default rate is demo_small's measured one at the precision training will run in: bf16
+    where this CPU has it in hardware (AVX512-BF16 / AMX), else fp32; an explicit precision wins."""
+    import torch
+
+    from mmtok.demo.pipeline import STEPS_PER_MINUTE
+    from mmtok.training.parallelize import autocast_dtype, cpu_has_native_bf16
+
+    def rate(*overrides):
+        return DemoPipeline(DemoConfig(train_minutes=10, overrides=list(overrides))).steps_per_minute()
+
+    assert rate("train.precision=fp32", "train.device=cpu") == STEPS_PER_MINUTE["fp32"]
+    assert rate("train.precision=bf16", "train.device=cpu") == STEPS_PER_MINUTE["bf16"]
+    auto = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if auto == "bf16" else None)
+    assert rate("train.device=cpu") == STEPS_PER_MINUTE[auto]
+    assert STEPS_PER_MINUTE["bf16"] > STEPS_PER_MINUTE["fp32"]
 
 
 def test_custom_corpus_size_reaches_the_corpus_stage_and_its_fingerprint():

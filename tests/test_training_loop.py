@@ -119,3 +119,33 @@ def test_time_budget_ends_the_run_with_a_checkpoint(tokenizer_dir, train_shards,
     step = record["step"]
     assert 1 <= step < 10000 and ckpt.latest_checkpoint(tmp_path).name == f"step_{step:06d}"
     assert (tmp_path / "COMPLETED").read_text().strip() == str(step)
+
+
+def test_bf16_autocast_on_cpu_follows_the_fp32_run(reference_run, tokenizer_dir, train_shards, tmp_path):
+    """`train.precision=bf16` on CPU: matmuls in bf16, parameters, logits and loss in fp32. The same
+    data and init give the fp32 run's losses to bf16 rounding, and the checkpoint stays fp32."""
+    train(load_config(TINY, tiny_overrides(tokenizer_dir, train_shards, tmp_path, f"train.max_steps={STEPS}",
+                                           "train.precision=bf16")))  # fmt: skip
+    ours, ref = read_metrics(tmp_path), read_metrics(reference_run)
+    assert ours[1]["loss"] != ref[1]["loss"]  # bf16 really ran
+    torch.testing.assert_close([ours[s]["loss"] for s in range(1, STEPS + 1)],
+                               [ref[s]["loss"] for s in range(1, STEPS + 1)], rtol=2e-2, atol=0)  # fmt: skip
+    model, _, _ = ckpt.load_for_inference(tmp_path)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_native_bf16_detection_agrees_with_the_kernel(tmp_path):
+    """`precision=auto` picks bf16 on a CPU iff /proc/cpuinfo lists AVX512-BF16 or AMX tiles."""
+    from pathlib import Path
+
+    from mmtok.training.parallelize import autocast_dtype, cpu_has_native_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo (not Linux)")
+    flags = {f for line in cpuinfo.read_text().splitlines() if line.startswith("flags") for f in line.split()}
+    assert cpu_has_native_bf16() == bool({"avx512_bf16", "amx_tile"} & flags)
+    expected = torch.bfloat16 if cpu_has_native_bf16() else None
+    assert autocast_dtype("auto", torch.device("cpu")) == expected
+    assert autocast_dtype("fp32", torch.device("cpu")) is None
+    assert autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16

@@ -26,6 +26,10 @@ from pathlib import Path
 from mmtok.atomic import write_text_atomic
 
 STAGES = ("corpus", "codec", "tokenizer", "shards", "train", "eval", "report")
+# configs/demo_small.yaml's optimizer steps per minute on this project's 2-core AMD EPYC (Zen 4),
+# nothing else running, by training precision (`train.precision=auto` picks bf16 on CPUs with
+# bf16 in hardware, see mmtok.training.parallelize.autocast_dtype).
+STEPS_PER_MINUTE = {"fp32": 66.0, "bf16": 85.0}
 
 
 @dataclass
@@ -45,9 +49,10 @@ class DemoConfig:
     vocab_size: int = 600  # SentencePiece pieces (captions use a small vocabulary)
     config: str = "configs/demo_small.yaml"  # training preset
     train_minutes: float = 30.0  # training budget (wall clock); the run stops and checkpoints then
-    steps_per_minute: float | None = 66.0  # sizes the schedule to the budget: train.max_steps =
-    #   train_minutes x this (demo_small's rate on 2 idle cores; a slower machine stops before the
-    #   cosine ends, a faster one finishes early). None: train.max_steps from the config as is.
+    steps_per_minute: float | None = None  # sizes the schedule to the budget: train.max_steps =
+    #   train_minutes x this. None: demo_small's measured rate on 2 idle cores at the precision the
+    #   training runs in (STEPS_PER_MINUTE; a slower machine stops before the cosine ends, a faster
+    #   one finishes early). 0: train.max_steps from the config as is.
     overrides: list[str] = field(default_factory=list)  # extra dotted overrides for training
     generate_prompt: str = "a slow piano piece in D minor, in 3/4"  # text for the generated sample
     generate_seconds: float = 4.0  # length of the generated sample
@@ -144,12 +149,25 @@ class DemoPipeline:
             f"data.valid_shards={shards}#valid",
             f"train.out_dir={self.path('train')}",
             f"train.max_minutes={self.cfg.train_minutes}",
-            *([f"train.max_steps={round(self.cfg.train_minutes * self.cfg.steps_per_minute)}"]
-              if self.cfg.steps_per_minute else []),
+            *([f"train.max_steps={round(self.cfg.train_minutes * rate)}"] if (rate := self.steps_per_minute()) else []),
             f"train.seed={self.cfg.seed}",
             "wandb.mode=offline",
             *self.cfg.overrides,  # last: an explicit train.max_steps=N wins
         ]
+
+    def steps_per_minute(self) -> float | None:
+        """The rate that sizes the LR schedule (None: keep the config's max_steps)."""
+        if self.cfg.steps_per_minute is not None:
+            return self.cfg.steps_per_minute or None
+        import torch
+
+        from mmtok.config import load_config
+        from mmtok.training.parallelize import autocast_dtype
+
+        train = load_config(self.cfg.config, self.cfg.overrides).train
+        device = train.device if train.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = autocast_dtype(train.precision, torch.device(device))
+        return STEPS_PER_MINUTE["bf16" if dtype == torch.bfloat16 else "fp32"]
 
     def eval(self) -> dict:
         from mmtok.eval.evaluate import evaluate

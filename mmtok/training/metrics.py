@@ -25,12 +25,12 @@ PEAK_FLOPS = {
 CPU_PEAK_CACHE = Path(os.environ.get("MMTOK_CACHE", Path.home() / ".cache" / "mmtok")) / "cpu_peak.json"
 
 
-def measure_cpu_matmul_peak(n: int = 1024, seconds: float = 1.0) -> float:
-    """Best fp32 matmul FLOP/s of ONE thread (restores the thread count afterwards)."""
+def measure_cpu_matmul_peak(n: int = 1024, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
+    """Best `dtype` matmul FLOP/s of ONE thread (restores the thread count afterwards)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         a @ b  # warm-up: first call allocates and picks kernels
         best, t_end = 0.0, time.perf_counter() + seconds
         while time.perf_counter() < t_end:
@@ -42,8 +42,8 @@ def measure_cpu_matmul_peak(n: int = 1024, seconds: float = 1.0) -> float:
     return best
 
 
-def cpu_peak_flops() -> float:
-    """Peak of this process: threads x one core's measured fp32 matmul peak.
+def cpu_peak_flops(dtype: torch.dtype | None = None) -> float:
+    """Peak of this process: threads x one core's measured matmul peak at `dtype` (None = fp32).
 
     One core is measured (a multi-thread measurement on a shared box mostly measures the other
     jobs), once per machine, then read from ~/.cache/mmtok/cpu_peak.json.
@@ -51,13 +51,15 @@ def cpu_peak_flops() -> float:
     """
     if os.environ.get("MMTOK_CPU_PEAK_FLOPS"):
         return float(os.environ["MMTOK_CPU_PEAK_FLOPS"])
+    dtype = dtype or torch.float32
     key = f"{platform.processor() or platform.machine()}|{os.cpu_count()}cpus|per-core"
+    key += "" if dtype == torch.float32 else f"|{str(dtype).removeprefix('torch.')}"
     try:
         cache = json.loads(CPU_PEAK_CACHE.read_text())
     except (OSError, ValueError):
         cache = {}
     if key not in cache:
-        cache[key] = measure_cpu_matmul_peak()
+        cache[key] = measure_cpu_matmul_peak(dtype=dtype)
         write_text_atomic(CPU_PEAK_CACHE, json.dumps(cache, indent=1))
     return cache[key] * torch.get_num_threads()
 
@@ -65,7 +67,7 @@ def cpu_peak_flops() -> float:
 def peak_flops(device: torch.device, dtype: torch.dtype | None) -> float | None:
     """Peak FLOP/s of one device at `dtype` (None = fp32); None for an unknown GPU."""
     if device.type == "cpu":
-        return cpu_peak_flops()
+        return cpu_peak_flops(dtype)
     name = torch.cuda.get_device_name(device)
     for key, peaks in PEAK_FLOPS.items():
         if key in name:

@@ -53,17 +53,27 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, local_rank, world, dev)
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 where the device computes it natively (CUDA with bf16), fp32 (None) otherwise.
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN runs bf16 matmuls in hardware: AVX512-BF16 (AMD Zen 4+, Intel Cooper
+    Lake) or AMX (Intel Sapphire Rapids+). Elsewhere bf16 is emulated and slower than fp32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
-    On CPU bf16 autocast is ~7x slower than fp32 (measured on this project's 2-core box), so
-    "auto" keeps CPU in fp32; an explicit "bf16" is honoured anywhere.
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the device computes it natively, fp32 (None) otherwise.
+
+    "auto" picks bf16 on CUDA with bf16 and on CPUs with native bf16 (`cpu_has_native_bf16`):
+    on this project's 2-core AMD EPYC (Zen 4) bf16 matmuls run at ~3x the fp32 rate and a
+    demo_small training step takes ~30% less time (README, "Precision"). An explicit "bf16" or
+    "fp32" is honoured anywhere.
     """
     if precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None
 
