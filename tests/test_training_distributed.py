@@ -19,12 +19,13 @@ def losses(out):
 @pytest.fixture(scope="module")
 def runs(tokenizer_dir, train_shards, tmp_path_factory):
     """{name: out_dir}: 1 process (4 rows x 2 accumulation), DDP and FSDP2 (2 ranks x 4 rows)."""
-    out = {name: tmp_path_factory.mktemp(name) for name in ("single", "ddp", "fsdp")}
+    out = {name: tmp_path_factory.mktemp(name) for name in ("single", "ddp", "fsdp", "fsdp_bf16")}
     common = lambda o, *x: tiny_overrides(tokenizer_dir, train_shards, o, f"train.max_steps={STEPS}",
                                           "train.checkpoint_interval=3", *x)  # fmt: skip
     _worker_main([str(TINY), *common(out["single"])])
     run_pretrain(common(out["ddp"], "train.parallelism=ddp"), nproc=2, module=WORKER)
     run_pretrain(common(out["fsdp"], "train.parallelism=fsdp"), nproc=2, module=WORKER)
+    run_pretrain(common(out["fsdp_bf16"], "train.parallelism=fsdp", "train.precision=bf16"), nproc=2, module=WORKER)
     return out
 
 
@@ -46,6 +47,16 @@ def test_fsdp2_matches_ddp(runs):
     for k in a:  # FSDP2 saved full, unsharded tensors with the bare model's names
         assert a[k].shape == b[k].shape, k
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_fsdp2_bf16_policy_runs_on_cpu_and_follows_fp32(runs):
+    """bf16 parameters in compute with fp32 gradient reduction over gloo (what `precision=auto`
+    picks on a CPU with bf16 in hardware): the losses are fp32's to bf16 rounding."""
+    ours = losses(runs["fsdp_bf16"])
+    assert not torch.equal(ours, losses(runs["fsdp"]))  # bf16 really ran
+    torch.testing.assert_close(ours, losses(runs["fsdp"]), rtol=2e-2, atol=0)
+    weights = ckpt.load_weights(ckpt.latest_checkpoint(runs["fsdp_bf16"]) / "model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.float32}  # sharded masters stay fp32
 
 
 def test_ddp_checkpoint_resumes_under_fsdp2(runs, tokenizer_dir, train_shards, tmp_path):
