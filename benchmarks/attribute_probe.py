@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ATTRIBUTES = ("family", "tempo_class", "mode", "meter")
+ATTRIBUTES = ("family", "tempo_class", "mode", "meter", "key")  # key: the tonic, 12 classes (does pitch survive the codec?)
 MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)  # Krumhansl-Kessler
 MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
 
