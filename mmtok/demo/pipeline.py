@@ -162,11 +162,10 @@ class DemoPipeline:
         import torch
 
         from mmtok.config import load_config
-        from mmtok.training.parallelize import autocast_dtype
+        from mmtok.training.parallelize import autocast_dtype, resolve_device
 
         train = load_config(self.cfg.config, self.cfg.overrides).train
-        device = train.device if train.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = autocast_dtype(train.precision, torch.device(device))
+        dtype = autocast_dtype(train.precision, resolve_device(train.device))
         return STEPS_PER_MINUTE["bf16" if dtype == torch.bfloat16 else "fp32"]
 
     def eval(self) -> dict:

@@ -43,14 +43,19 @@ def init_distributed(device: str = "auto") -> DistInfo:
             f"expected a world of {expected} ranks (nodes x processes per node) but torchrun "
             f"formed {world}; refusing to train on a partial world"
         )
-    if device == "auto":
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", device_id=dev if dev.type == "cuda" else None)
     return DistInfo(rank, local_rank, world, dev)
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """`train.device` -> the device: "auto" is this rank's GPU when CUDA is available, else the CPU."""
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
 
 
 def cpu_has_native_bf16() -> bool:
