@@ -1,6 +1,7 @@
 """How much of each caption attribute the audio tokens carry: linear probes. Prints JSON.
 
-    .venv/bin/python benchmarks/attribute_probe.py runs/demo   # a demo output directory
+    .venv/bin/python benchmarks/attribute_probe.py runs/demo             # a demo output directory
+    .venv/bin/python benchmarks/attribute_probe.py runs/demo --decoded   # + what the decoded codes keep
 
 The captioning goal (issue 6: family >= 80%, tempo class >= 70%, mode >= 70% on unseen pieces)
 asks a language model to read these attributes out of codec tokens. Before blaming the model,
@@ -13,6 +14,9 @@ the same train clips and scored on the same unseen test clips:
   audio_rhythm   autocorrelation of the onset-strength envelope (lags 0-2.7 s)
   audio_key      max correlation of the chroma with the 12 rotations of the Krumhansl-Kessler
                  major and minor profiles (2 numbers: transposition-invariant by design)
+  decoded_*      (--decoded) the three audio features of the codes the model sees, decoded back
+                 to audio by the tokenizer's codec: what the codec keeps of each attribute, in a
+                 form the hand-made features can read
 
 Each probe is multinomial logistic regression (standardised features, AdamW, weight decay picked
 on the valid split), so its score is a floor on what the features hold, not a ceiling. The
@@ -35,15 +39,15 @@ MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
 MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
 
 
-def shard_codes(demo: Path, split: str) -> dict[str, np.ndarray]:
-    """clip id -> (K, T) codes, read with the training stream's own decoder (no pickle)."""
+def shard_codes(demo: Path, split: str) -> dict:
+    """clip id -> its AudioCodes, read with the training stream's own decoder (no pickle)."""
     from mmtok.data.stream import decode_sample, iter_shard, resolve_shards
 
     out = {}
     for url in resolve_shards(f"{demo / 'shards' / 'shards.jsonl'}#{split}"):
         for raw in iter_shard(url, 0, print):
             s = decode_sample(raw)
-            out[s.meta["id"]] = s.codes.codes
+            out[s.meta["id"]] = s.codes
     return out
 
 
@@ -55,10 +59,15 @@ def code_features(codes: np.ndarray, codebook_size: int) -> np.ndarray:
 
 def audio_features(path: str) -> dict[str, np.ndarray]:
     import soundfile as sf
-    import torchaudio
 
     x, sr = sf.read(path, dtype="float32", always_2d=True)
-    x = torch.from_numpy(x.mean(1))
+    return waveform_features(torch.from_numpy(x.mean(1)), sr)
+
+
+def waveform_features(x: torch.Tensor, sr: int) -> dict[str, np.ndarray]:
+    """Timbre, rhythm and key features of a mono waveform (n,)."""
+    import torchaudio
+
     mel = torchaudio.transforms.MelSpectrogram(sr, n_fft=2048, hop_length=512, n_mels=64)(x)
     logmel = (mel + 1e-6).log()  # (64, frames)
     onset = (logmel[:, 1:] - logmel[:, :-1]).clamp(min=0).sum(0)
@@ -101,6 +110,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("demo", type=Path, help="a demo output directory (corpus/ and shards/ inside)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--decoded", action="store_true",
+                    help="also probe the audio features of the model's codes decoded by the tokenizer's codec")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -109,9 +120,20 @@ def main() -> None:
             for s in splits}  # fmt: skip
     codes = {s: shard_codes(args.demo, s) for s in splits}
     rows = {s: [r for r in rows[s] if r["id"] in codes[s]] for s in splits}  # clips that made it into shards
-    codebook_size = 1 + max(int(c.max()) for s in splits for c in codes[s].values())
-    feats = {s: [{"codes": code_features(codes[s][r["id"]], codebook_size), **audio_features(r["audio"])}
+    codebook_size = 1 + max(int(c.codes.max()) for s in splits for c in codes[s].values())
+    feats = {s: [{"codes": code_features(codes[s][r["id"]].codes, codebook_size), **audio_features(r["audio"])}
                  for r in rows[s]] for s in splits}  # fmt: skip
+    names = ["codes", "audio_timbre", "audio_rhythm", "audio_key"]
+    if args.decoded:
+        from mmtok.tokenizer.multimodal import MultimodalTokenizer
+
+        tok = MultimodalTokenizer.from_pretrained(args.demo / "tokenizer")
+        for s in splits:
+            for r, f in zip(rows[s], feats[s]):
+                wav, sr = tok.decode_audio(codes[s][r["id"]])  # (C, n)
+                f.update({k.replace("audio_", "decoded_"): v
+                          for k, v in waveform_features(torch.from_numpy(wav).mean(0), sr).items()})
+        names += ["decoded_timbre", "decoded_rhythm", "decoded_key"]
     result = {"demo": str(args.demo), "clips": {s: len(rows[s]) for s in splits}, "attributes": {}}
     for attr in ATTRIBUTES:
         classes = sorted({r[attr] for s in splits for r in rows[s]})
@@ -119,7 +141,7 @@ def main() -> None:
         counts = np.bincount(y["train"], minlength=len(classes))
         majority = float(np.mean(y["test"] == counts.argmax()))  # train's majority class, scored on test
         scores = {"majority_baseline": round(majority, 3)}
-        for name in ("codes", "audio_timbre", "audio_rhythm", "audio_key"):
+        for name in names:
             x = {s: np.stack([f[name] for f in feats[s]]) for s in splits}
             scores[name] = round(probe(x, y), 3)
         result["attributes"][attr] = scores

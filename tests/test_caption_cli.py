@@ -95,3 +95,30 @@ def test_bad_inputs_give_one_clear_line(trained_run, real_audio_files, tmp_path,
     _one_line_error(*run_cli(capsys, "generate", "--checkpoint", trained_run, "piano", "--seconds", "60",
                              "--out", tmp_path / "long.wav"), "prompt too long for the context")
     assert not (tmp_path / "long.wav").exists() and not (tmp_path / "o.wav").exists()
+
+
+def test_a_file_that_fails_mid_batch_loses_no_other_caption(trained_run, real_audio_files, tmp_path, capsys):
+    """Unreadable headers stop the batch before any work, naming every bad file; a file whose
+    header reads but whose samples do not (here: NaN samples) is reported after the others'
+    captions are printed."""
+    import numpy as np
+
+    good = real_audio_files[:2]
+    nan = tmp_path / "nan.wav"
+    wav, sr = sf.read(good[0], dtype="float32")
+    wav[100] = np.nan
+    sf.write(nan, wav, sr, subtype="FLOAT")
+    rc, out, err = run_cli(capsys, "caption", "--checkpoint", trained_run, good[0], nan, good[1], "--json",
+                           "--seconds", "1.2", "--max-new-tokens", "8")
+    assert rc != 0 and "Traceback" not in err
+    assert [json.loads(line)["audio"] for line in out.splitlines()] == [str(good[0]), str(good[1])]
+    assert "1 of 3 audio files failed" in err and "nan.wav" in err and "NaN" in err
+    rc, out, err = run_cli(capsys, "caption", "--checkpoint", trained_run, nan, good[0], "--windows", "2",
+                           "--max-new-tokens", "8")
+    assert rc != 0 and out and all(line.startswith(f"{good[0]}\t") for line in out.splitlines())
+    assert "1 of 2 audio files failed" in err and "nan.wav" in err
+
+    bad = [tmp_path / "a.wav", tmp_path / "b.flac"]
+    bad[0].write_text("not audio")
+    _one_line_error(*run_cli(capsys, "caption", "--checkpoint", trained_run, good[0], *bad),
+                    "2 of 3 audio files cannot be read, nothing was captioned", "a.wav", "b.flac")

@@ -90,19 +90,45 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_generate)
 
 
+def check_audio_files(paths) -> None:
+    """Open every file's header before any work: all unreadable or missing files are named in
+    one error, in a second, instead of the first one ending a long batch."""
+    from mmtok.cli import CLIError
+    from mmtok.tokenizer.audio_io import AudioInputError, AudioSource
+
+    problems = []
+    for path in paths:
+        try:
+            AudioSource(path).close()
+        except (AudioInputError, OSError) as e:
+            problems.append(str(e))
+    if problems:
+        raise CLIError(f"{len(problems)} of {len(paths)} audio files cannot be read, nothing was captioned: "
+                       + "; ".join(problems))
+
+
 def run_caption(args) -> int:
     from mmtok.cli import CLIError
     from mmtok.generate.captioner import Captioner
+    from mmtok.tokenizer.audio_io import AudioInputError
 
     if args.hop is not None and args.windows is None:
         raise CLIError("--hop needs --windows")
     if args.windows is not None and args.seconds is not None:
         raise CLIError("--seconds and --windows exclude each other")
+    check_audio_files(args.audio)
+    # A file whose header reads but whose samples do not decode (truncated, corrupt frames, NaN)
+    # is reported at the end; the other files' captions are still printed (exit status 2).
+    failed = []
     with user_errors():
         captioner = Captioner.from_checkpoint(args.checkpoint, caption_config(args), device=args.device)
         if args.windows is not None:
             for path in args.audio:
-                windows = captioner.caption_windows(path, window=args.windows, hop=args.hop)
+                try:
+                    windows = captioner.caption_windows(path, window=args.windows, hop=args.hop)
+                except AudioInputError as e:
+                    failed.append(str(e))
+                    continue
                 if args.json:
                     print(json.dumps({"audio": path, "windows": [
                         {"start": round(a, 3), "end": round(b, 3), "caption": c} for a, b, c in windows]},
@@ -110,14 +136,21 @@ def run_caption(args) -> int:
                 else:
                     for a, b, c in windows:
                         print(f"{path}\t{a:.2f}-{b:.2f}\t{c}", flush=True)
-            return 0
-        # Encode every file first: an unreadable one fails before any decoding time is spent.
-        codes = [captioner.encode(path) for path in args.audio]
-        for i in range(0, len(codes), args.batch_size):
-            chunk = slice(i, i + args.batch_size)
-            for path, caption in zip(args.audio[chunk], captioner.caption_codes(codes[chunk])):
-                print(json.dumps({"audio": path, "caption": caption}, ensure_ascii=False) if args.json
-                      else f"{path}\t{caption}", flush=True)
+        else:
+            encoded = []  # every file is encoded before decoding starts: captions batch across files
+            for path in args.audio:
+                try:
+                    encoded.append((path, captioner.encode(path)))
+                except AudioInputError as e:
+                    failed.append(str(e))
+            for i in range(0, len(encoded), args.batch_size):
+                paths, codes = zip(*encoded[i : i + args.batch_size])
+                for path, caption in zip(paths, captioner.caption_codes(list(codes))):
+                    print(json.dumps({"audio": path, "caption": caption}, ensure_ascii=False) if args.json
+                          else f"{path}\t{caption}", flush=True)
+    if failed:
+        raise CLIError(f"{len(failed)} of {len(args.audio)} audio files failed, the others are captioned above: "
+                       + "; ".join(failed))
     return 0
 
 
