@@ -115,3 +115,27 @@ def test_budget_counts_over_resumed_runs(real_audio_dir, tmp_path):
     with pytest.warns(UserWarning, match=r"more than the 0\.0 asked; keeping it"):
         fit_codec(real_audio_dir, out, minutes=0.0, preset="tiny", progress=False, checkpoint_seconds=1.0)
     assert json.loads((out / "codec.json").read_text())["training"]["steps"] == longer["steps"]
+
+
+def test_unreadable_files_are_skipped_and_recorded(real_audio_files, tmp_path):
+    """One bad file in a corpus does not stop a fit: it is left out with a warning and listed in
+    codec.json; a listing with no readable file at all is an error naming the problem."""
+    import shutil
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for f in real_audio_files[:3]:
+        shutil.copy(f, audio)
+    (audio / "broken.wav").write_text("not audio")
+    with pytest.warns(UserWarning, match="broken.wav: unreadable audio file"):
+        out = fit_codec(audio, tmp_path / "c", minutes=0, preset="tiny", progress=False)
+    training = json.loads((out / "codec.json").read_text())["training"]
+    assert training["train_files"] == 3 and training["available_files"] == 4
+    assert [s["audio"] for s in training["skipped_files"]] == [str(audio / "broken.wav")]
+    load_codec(str(out))
+
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.flac").write_bytes(b"\x00" * 100)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="none of the 1 audio files could be read"):
+        fit_codec(only_bad, tmp_path / "c2", minutes=0, preset="tiny", progress=False)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from mmtok.atomic import atomic_path, write_text_atomic
-from mmtok.tokenizer.audio_io import AudioSource, CodecInput
+from mmtok.tokenizer.audio_io import AudioInputError, AudioSource, CodecInput
 from mmtok.tokenizer.codec import (FITTED_CONFIG, FITTED_WEIGHTS, build_encodec, collapse_problems, quiet_weight_norm,
                                    sha256_file)
 
@@ -109,10 +109,14 @@ def find_audio(spec) -> list[Path]:
     return files
 
 
-def load_training_audio(files, sample_rate: int, max_seconds: float, seed: int | None = None) -> list[torch.Tensor]:
+def load_training_audio(files, sample_rate: int, max_seconds: float, seed: int | None = None,
+                        skipped: list | None = None) -> list[torch.Tensor]:
     """Mono waveforms at `sample_rate`, at most `max_seconds` in total: whole files, in the
     listing's order, or in a random order drawn from `seed` so that a capped selection spreads
-    over the whole listing (a sorted manifest's head is often one kind of music)."""
+    over the whole listing (a sorted manifest's head is often one kind of music).
+
+    An unreadable file raises, unless a `skipped` list is given: then it is left out and recorded
+    there as {"audio", "reason"} (one bad file in a large corpus should not stop a fit)."""
     if seed is not None:
         files = list(files)
         random.Random(seed).shuffle(files)
@@ -120,9 +124,15 @@ def load_training_audio(files, sample_rate: int, max_seconds: float, seed: int |
     for f in files:
         if left <= 0:
             break
-        with AudioSource(f) as src:
-            inp = CodecInput(src, sample_rate, 1)
-            wav = inp.read(0, min(inp.n_samples, left))[0]  # (n,)
+        try:
+            with AudioSource(f) as src:
+                inp = CodecInput(src, sample_rate, 1)
+                wav = inp.read(0, min(inp.n_samples, left))[0]  # (n,)
+        except (AudioInputError, OSError) as e:
+            if skipped is None:
+                raise
+            skipped.append({"audio": str(f), "reason": str(e)})
+            continue
         out.append(wav)
         left -= wav.numel()
     return out
@@ -316,7 +326,14 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
     gen = random.Random(cfg.seed)
 
     files = find_audio(audio)
-    audio_list = load_training_audio(files, arch["sample_rate"], p["max_audio_seconds"], seed=cfg.seed)
+    skipped: list[dict] = []
+    audio_list = load_training_audio(files, arch["sample_rate"], p["max_audio_seconds"], seed=cfg.seed,
+                                     skipped=skipped)
+    for item in skipped:
+        warnings.warn(f"codec fit: skipping {item['reason']}")
+    if not audio_list:
+        raise ValueError(f"{audio}: none of the {len(files)} audio files could be read "
+                         f"(first: {skipped[0]['reason']})")
     total_seconds = sum(w.numel() for w in audio_list) / arch["sample_rate"]
     model = build_encodec(arch)
     opt = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=(0.5, 0.9))
@@ -448,6 +465,7 @@ def fit_codec(audio, out, minutes: float = 1.0, preset: str = "tiny", adversaria
         "training": {"preset": preset, "steps": step, "audio_seconds_seen": trained_seconds,
                      "train_audio_seconds": total_seconds, "fit_minutes": round(fit_seconds / 60, 2),
                      "train_files": len(audio_list), "available_files": len(files),  # the max_audio_seconds cap
+                     "skipped_files": skipped,  # unreadable files left out, with the reason
                      "adversarial": adversarial, "seed": seed,
                      "final_losses": losses,
                      "distinct_codes_per_codebook": [int(len(np.unique(r))) for r in codes]},
