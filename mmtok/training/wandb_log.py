@@ -94,6 +94,17 @@ class WandbLogger:
 
     def finish(self) -> None:
         self._safely(lambda: self.run.finish())
+        # run.finish() can return before wandb's service process has written the last records
+        # to the run file (seen ~1 in 8 offline runs); teardown waits for the service to flush
+        # and exit. Its atexit hook would do the same, but wandb documents that hook as
+        # unreliable beside multiprocessing (our DataLoader workers).
+        self._safely(self._teardown)
+
+    def _teardown(self) -> None:
+        try:
+            self._wandb.teardown()
+        except SystemExit as e:  # wandb calls sys.exit when its service exits non-zero
+            raise RuntimeError(f"wandb service exited with status {e.code}") from e
 
     def _safely(self, fn) -> None:
         """wandb's service process can die under us (e.g. SIGTERM to the whole job): warn once,
