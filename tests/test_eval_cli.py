@@ -72,6 +72,16 @@ def test_eval_limit_and_bad_inputs(trained_run, clip_manifest, tmp_path, capsys)
     assert report["n_captions"] == 2 and "METEOR" not in report["caption_metrics"]
     assert "perplexity" not in report and "attributes" not in report
     capsys.readouterr()
+    # --attributes on a manifest without attribute fields (a user's own captions): said, not silent.
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps({"audio": r["audio"], "text": r["text"]}) + "\n"
+                             for r in map(json.loads, clip_manifest.read_text().splitlines()[:2])))
+    rc = main(["eval", "--checkpoint", str(run), "--manifest", str(plain), "--attributes", "--no-meteor",
+               "--max-new-tokens", "8", "--out", str(tmp_path / "plain")])
+    assert rc == 0
+    assert "no attribute accuracy" in capsys.readouterr().err
+    assert json.loads((tmp_path / "plain" / "eval.json").read_text())["attributes"] == {}
+    assert "nothing to score" in (tmp_path / "plain" / "eval.md").read_text()
 
     def error(*argv):
         rc = main(["eval", "--checkpoint", str(trained_run), *map(str, argv)])

@@ -25,6 +25,7 @@ DEMO_GROUPS = {
     "mode": ("mode",),
     "meter": ("meter",),
 }
+DEMO_FIELDS = ("family", "instrument", "tempo_class", "key", "mode", "meter")  # manifest fields scored
 
 
 @dataclass

@@ -74,9 +74,12 @@ def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool
         "timing_s": {"encode": round(t_encode, 2), "caption": round(t_caption, 2)},
     }
     if attributes:
-        from mmtok.eval.attributes import demo_attribute_accuracy
+        from mmtok.eval.attributes import DEMO_FIELDS, demo_attribute_accuracy
 
         report["attributes"] = {k: v.to_dict() for k, v in demo_attribute_accuracy(captions, kept).items()}
+        if not report["attributes"]:
+            print(f"mmtok eval: --attributes: no item of {manifest} has any of the fields "
+                  f"{', '.join(DEMO_FIELDS)}; no attribute accuracy", file=sys.stderr)
     if perplexity is not None:
         report["perplexity"] = perplexity
     report["samples"] = [

@@ -33,7 +33,12 @@ def markdown_report(report: dict) -> str:
             loss, ppl = ("-", "-") if p["loss"] is None else (f"{p['loss']:.4f}", f"{p['perplexity']:.2f}")
             lines.append(f"| {name} | {loss} | {ppl} | {p['tokens']} |")
         lines.append("")
-    if report.get("attributes"):
+    if report.get("attributes") == {}:  # asked for, but the manifest has no attribute fields
+        from mmtok.eval.attributes import DEMO_FIELDS
+
+        lines += ["## Attributes named correctly in captions", "",
+                  f"No manifest item has any of the fields {', '.join(DEMO_FIELDS)}: nothing to score.", ""]
+    elif report.get("attributes"):
         lines += ["## Attributes named correctly in captions", ""]
         lines += ["| attribute | accuracy | majority baseline | majority class | n |", "|---|---:|---:|---|---:|"]
         for name, a in report["attributes"].items():
