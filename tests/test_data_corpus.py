@@ -1,6 +1,7 @@
 """Demo corpus (real rendered music21 pieces) and caption wording / parsing."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import soundfile as sf
 
 from mmtok.data.captions import (ATTRIBUTES, FAMILIES, GM_INSTRUMENTS, KEYS, MODES, TEMPO_CLASSES, describe,
                                  family_of, parse_caption, tempo_class)  # fmt: skip
-from mmtok.data.corpus import SIZES, CorpusSize, build_demo_corpus, corpus_size, plan_corpus
+from mmtok.data.corpus import SIZES, CorpusSize, build_demo_corpus, clip_captions, corpus_size, plan_corpus
 
 MANIFEST_FIELDS = ("audio", "text", "piece", "instrument", "family", "program", "tempo_bpm", "tempo_class",
                    "key", "mode", "meter", "soundfont", "transpose", "duration")  # fmt: skip
@@ -92,10 +93,33 @@ def test_build_resumes_without_rerendering(demo_corpus_dir):
     before = {p.name: p.stat().st_mtime_ns for p in (demo_corpus_dir / "audio").glob("*.flac")}
     manifest = (demo_corpus_dir / "train.jsonl").read_text()
     summary = build_demo_corpus(demo_corpus_dir, CorpusSize(6, 2), seed=0, workers=1, clip_seconds=3.0,
-                                progress=False)  # fmt: skip
+                                progress=False, captions_per_clip=3)  # fmt: skip
     after = {p.name: p.stat().st_mtime_ns for p in (demo_corpus_dir / "audio").glob("*.flac")}
     assert before == after and (demo_corpus_dir / "train.jsonl").read_text() == manifest
     assert summary["skipped"] == 0 and sum(summary["clips"].values()) == len(after)
+
+
+def test_captions_per_clip_word_the_same_facts_differently(demo_corpus_dir, tmp_path):
+    rows = [r for s in ("train", "valid", "test") for r in read(demo_corpus_dir / f"{s}.jsonl")]
+    for r in rows:
+        captions = [r["text"], *r["references"]]
+        assert len(set(captions)) == 3, captions
+        parsed = [parse_caption(c) for c in captions]  # every wording carries every attribute
+        assert all(p == parsed[0] for p in parsed) and parsed[0]["family"] == r["family"], captions
+    train_captions = (demo_corpus_dir / "captions.txt").read_text().splitlines()
+    assert {c for r in read(demo_corpus_dir / "train.jsonl") for c in [r["text"], *r["references"]]} <= set(train_captions)
+    # Another count rewrites the manifests only (no audio is rendered again); `text` stays the same.
+    copy = tmp_path / "corpus"
+    shutil.copytree(demo_corpus_dir, copy)
+    before = {p.name: p.stat().st_mtime_ns for p in (copy / "audio").glob("*.flac")}
+    build_demo_corpus(copy, CorpusSize(6, 2), seed=0, workers=1, clip_seconds=3.0, progress=False,
+                      captions_per_clip=1)  # fmt: skip
+    assert before == {p.name: p.stat().st_mtime_ns for p in (copy / "audio").glob("*.flac")}
+    one = read(copy / "train.jsonl")
+    assert [r["text"] for r in one] == [r["text"] for r in read(demo_corpus_dir / "train.jsonl")]
+    assert not any("references" in r for r in one)
+    with pytest.raises(ValueError, match="captions per clip must be >= 1"):
+        clip_captions(rows[0], 0, 0)
 
 
 def test_parse_caption_recovers_every_attribute():
@@ -134,7 +158,7 @@ def test_cli_demo_corpus_resumes(demo_corpus_dir, capsys):
 
     manifest = (demo_corpus_dir / "valid.jsonl").read_text()
     assert main(["data", "demo-corpus", "--out", str(demo_corpus_dir), "--pieces", "6", "--clips-per-piece", "2",
-                 "--clip-seconds", "3", "--workers", "1"]) == 0  # fmt: skip
+                 "--clip-seconds", "3", "--workers", "1", "--captions-per-clip", "3"]) == 0  # fmt: skip
     summary = json.loads(capsys.readouterr().out)
     assert summary["skipped"] == 0 and summary["pieces"] == len({r["piece"] for s in ("train", "valid", "test")
                                                                  for r in read(demo_corpus_dir / f"{s}.jsonl")})

@@ -1,13 +1,15 @@
 """The training loader: exact resume, refusals, ranks, the valid split."""
 
 import io
-from dataclasses import fields
+import json
+from dataclasses import fields, replace
 from itertools import islice
 
 import pytest
 import torch
 
 from mmtok.data.loader import DataConfig
+from mmtok.data.templates import TemplateConfig
 
 
 def config(data_shards, **kw):
@@ -71,3 +73,45 @@ def test_valid_split_is_one_deterministic_pass(data_shards, tokenizer):
     # More ranks than valid shards still works: samples are dealt to ranks one by one.
     per_rank = [list(cfg.build(tokenizer, rank=r, world_size=4, split="valid")) for r in range(4)]
     assert sum(len(p) for p in per_rank) <= len(a) and all(per_rank[:2])
+
+
+def caption_targets(batches, tokenizer) -> set[tuple[int, ...]]:
+    """The target ids (without <eos>) of every whole document in the batches (the packer splits
+    some documents across rows: those pieces start without <bos> or end without <eos>)."""
+    lay, out = tokenizer.layout, set()
+    for b in batches:
+        for tokens, targets, docs in zip(b.tokens, b.targets, b.doc_ids):
+            for d in docs.unique().tolist():
+                inside = docs == d
+                ids = targets[inside & (targets != -100)].tolist()
+                if d >= 0 and ids and tokens[inside][0] == lay.bos_id and ids[-1] == lay.eos_id:
+                    out.add(tuple(ids[:-1]))
+    return out
+
+
+def test_clips_with_references_train_on_each_of_their_captions(data_shards, demo_corpus_dir, tokenizer):
+    rows = [json.loads(line) for line in (demo_corpus_dir / "train.jsonl").read_text().splitlines()]
+    texts = {tuple(tokenizer.encode_text(r["text"])) for r in rows}
+    references = {tuple(tokenizer.encode_text(c)) for r in rows for c in r["references"]}
+    captions_only = TemplateConfig(p_caption=1.0, p_generate=0.0, p_text=0.0, p_audio=0.0, p_instruction=0.0)
+    seen = caption_targets(islice(config(data_shards, seq_len=512, templates=captions_only).build(tokenizer), 12),
+                           tokenizer)
+    assert seen <= texts | references and seen & references and seen & texts
+    only_text = replace(captions_only, use_references=False)
+    seen = caption_targets(islice(config(data_shards, seq_len=512, templates=only_text).build(tokenizer), 12),
+                           tokenizer)
+    assert seen and seen <= texts
+
+
+def test_a_single_caption_draws_no_random_number():
+    """So data without references keeps the document stream it had before references existed."""
+    import numpy as np
+
+    from mmtok.data.templates import pick_caption
+
+    rng, untouched = np.random.default_rng(5), np.random.default_rng(5)
+    assert pick_caption(["only"], rng, TemplateConfig()) == "only"
+    assert rng.random() == untouched.random()
+    picks = {pick_caption(["a", "b", "c"], rng, TemplateConfig()) for _ in range(60)}
+    assert picks == {"a", "b", "c"}
+    assert pick_caption(["a", "b"], rng, TemplateConfig(use_references=False)) == "a"

@@ -113,6 +113,10 @@ def test_manifest_errors_name_file_and_line(tmp_path):
     path.write_text('{"audio": "a.wav", "text": "ok"}\nnot json\n')
     with pytest.raises(ManifestError, match=r"m\.jsonl:2: not valid JSON"):
         read_manifest(path)
+    path.write_text('{"audio": "a.wav", "text": "ok", "references": ["fine"]}\n'
+                    '{"audio": "b.wav", "text": "ok", "references": [1, 2]}\n')
+    with pytest.raises(ManifestError, match=r"m\.jsonl:2: 'references' must be a string or a list of strings"):
+        read_manifest(path)
 
 
 def test_cli_shard(bad_manifest, tokenizer_dir, tmp_path, capsys):

@@ -43,9 +43,10 @@ def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, 
 
     md = (out / "report" / "results.md").read_text()
     assert "loss_curves.png" in md and "BLEU-4" in md and "majority" in md
-    assert "Corpus size `smoke` (clips per piece 2)" in md
+    assert "Corpus size `smoke` (clips per piece 2, captions per clip 4)" in md
     clip_ids = [json.loads(line)["id"] for line in test_items]
     assert {i.rsplit("_", 1)[1] for i in clip_ids} == {"0", "1"}  # --clips-per-piece reached the corpus
+    assert all(len(json.loads(line)["references"]) == 3 for line in test_items)  # 4 wordings by default
     png = (out / "report" / "loss_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     wav, sr = sf.read(out / "report" / "generated.wav")
@@ -104,9 +105,20 @@ def test_default_schedule_rate_follows_the_training_precision():
 
 
 def test_custom_corpus_size_reaches_the_corpus_stage_and_its_fingerprint():
-    default = DemoPipeline(DemoConfig())
+    default = DemoPipeline(DemoConfig(captions_per_clip=1))
     assert default.stage_params("corpus")["own"] == {"size": "default", "seed": 0}  # older runs stay complete
-    more = DemoPipeline(DemoConfig(clips_per_piece=8))
+    more = DemoPipeline(DemoConfig(clips_per_piece=8, captions_per_clip=1))
     assert more.stage_params("corpus")["own"] == {"size": "default", "seed": 0, "clips_per_piece": 8}
     # Everything made from the corpus is stale when it changes.
     assert more.stage_params("train")["upstream"][0] != default.stage_params("train")["upstream"][0]
+
+
+def test_captions_per_clip_reach_the_corpus_stage_from_the_cli():
+    from mmtok.cli import build_parser
+    from mmtok.cli.demo import demo_config
+
+    args = build_parser().parse_args(["demo", "--out", "runs/x", "--captions-per-clip", "2"])
+    pipe = DemoPipeline(demo_config(args))
+    assert pipe.stage_params("corpus")["own"] == {"size": "default", "seed": 0, "captions_per_clip": 2}
+    default = build_parser().parse_args(["demo"])
+    assert DemoPipeline(demo_config(default)).stage_params("corpus")["own"]["captions_per_clip"] == 4

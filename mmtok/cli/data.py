@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from mmtok.data.corpus import CAPTIONS_PER_CLIP
+
 
 def register(subparsers) -> None:
     data = subparsers.add_parser("data", help="demo corpus, manifest -> shards, loader statistics")
@@ -15,6 +17,9 @@ def register(subparsers) -> None:
                    help="smoke ~72 clips (minutes), default ~2.8k clips (~16 min on 2 cores), large ~36k (hours)")
     p.add_argument("--pieces", type=int, default=None, help="custom size: number of pieces (overrides --size)")
     p.add_argument("--clips-per-piece", type=int, default=None, help="custom size: clips per piece")
+    p.add_argument("--captions-per-clip", type=int, default=CAPTIONS_PER_CLIP,
+                   help=f"wordings per clip (default {CAPTIONS_PER_CLIP}): the first is `text`, the others "
+                   "`references` (training draws one each time)")
     p.add_argument("--seed", type=int, default=0, help="the corpus is a deterministic function of it")
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
     p.add_argument("--clip-seconds", type=float, default=5.0, help="clip length (sets the token budget)")
@@ -48,7 +53,8 @@ def _demo_corpus(args) -> None:
 
     size = corpus_size(args.size, args.pieces, args.clips_per_piece)
     summary = build_demo_corpus(args.out, size=size, seed=args.seed, workers=args.workers,
-                                clip_seconds=args.clip_seconds, sample_rate=args.sample_rate)  # fmt: skip
+                                clip_seconds=args.clip_seconds, sample_rate=args.sample_rate,
+                                captions_per_clip=args.captions_per_clip)  # fmt: skip
     print(json.dumps(summary, indent=2))
 
 

@@ -13,6 +13,8 @@ def register(sub) -> None:
     p.add_argument("--pieces", type=int, default=d.pieces, help="custom corpus size: number of pieces")
     p.add_argument("--clips-per-piece", type=int, default=d.clips_per_piece,
                    help="custom corpus size: clips rendered per piece (8 at --size default)")
+    p.add_argument("--captions-per-clip", type=int, default=d.captions_per_clip,
+                   help=f"wordings of each clip's caption (default {d.captions_per_clip}); training draws one each time")
     p.add_argument("--stage", action="append", choices=STAGES, help="run only this stage (repeatable)")
     p.add_argument("--force", action="store_true", help="re-run stages even when complete")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -32,15 +34,19 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from mmtok.demo.pipeline import DemoPipeline
-
-    cfg = DemoConfig(
-        out=args.out, size=args.size, pieces=args.pieces, clips_per_piece=args.clips_per_piece, seed=args.seed,
+def demo_config(args) -> DemoConfig:
+    return DemoConfig(
+        out=args.out, size=args.size, pieces=args.pieces, clips_per_piece=args.clips_per_piece,
+        captions_per_clip=args.captions_per_clip, seed=args.seed,
         codec=args.codec, codec_preset=args.codec_preset,
         codec_minutes=args.codec_minutes, bandwidth=args.bandwidth, n_codebooks=args.n_codebooks,
         vocab_size=args.vocab_size, config=args.config, train_minutes=args.train_minutes,
         steps_per_minute=args.steps_per_minute, overrides=list(args.overrides), generate_prompt=args.prompt,
     )
-    DemoPipeline(cfg).run(stages=args.stage or STAGES, force=args.force)
+
+
+def run(args) -> int:
+    from mmtok.demo.pipeline import DemoPipeline
+
+    DemoPipeline(demo_config(args)).run(stages=args.stage or STAGES, force=args.force)
     return 0

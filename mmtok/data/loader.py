@@ -27,7 +27,7 @@ import torch
 from mmtok.data.batch import PackedBatch
 from mmtok.data.packing import Packer, collate_rows
 from mmtok.data.stream import ShardStream, StreamConfig, resolve_shards
-from mmtok.data.templates import TemplateConfig, make_document
+from mmtok.data.templates import TemplateConfig, make_document, pick_caption
 
 STATE_VERSION = 1
 
@@ -97,7 +97,8 @@ class WorkerPipeline:
                 except StopIteration:
                     exhausted = True
                     break
-                doc = make_document(self.tok, s.codes, s.text, self.rng, self.cfg.templates, self.cfg.seq_len + 1)
+                caption = pick_caption(s.captions, self.rng, self.cfg.templates)
+                doc = make_document(self.tok, s.codes, caption, self.rng, self.cfg.templates, self.cfg.seq_len + 1)
                 self.packer.add(doc)
             if exhausted and not len(self.packer):
                 return  # finite stream: a last partial batch is dropped (like drop_last)

@@ -2,6 +2,9 @@
 
 Each line is a JSON object with `audio` (a path; relative paths are relative to the manifest's
 directory) and `text` (the caption); every other field is carried into the shard's metadata.
+An optional `references` (a string or a list of strings) holds more captions of the same clip, as
+AudioCaps and Clotho have 5 per clip: training draws one of text + references each time a clip is
+used (`TemplateConfig.use_references`), evaluation scores against them all.
 """
 
 from __future__ import annotations
@@ -35,10 +38,26 @@ def read_manifest(path: str | Path) -> list[dict]:
             for key in ("audio", "text"):
                 if not isinstance(item.get(key), str) or not item[key].strip():
                     raise ManifestError(f"{path}:{lineno}: missing or empty string field {key!r}")
+            refs = item.get("references")
+            if refs is not None and not (isinstance(refs, str) or (
+                    isinstance(refs, list) and all(isinstance(r, str) for r in refs))):
+                raise ManifestError(f"{path}:{lineno}: 'references' must be a string or a list of strings, "
+                                    f"got {json.dumps(refs)[:80]}")
             audio = Path(item["audio"]).expanduser()
             item["audio"] = str(audio if audio.is_absolute() else (path.parent / audio).resolve())
             items.append(item)
     return items
+
+
+def captions_of(text: str, references=None) -> list[str]:
+    """A clip's captions: `text` first, then each distinct non-empty string of `references`
+    (a string or a list of strings; anything else is ignored)."""
+    extra = [references] if isinstance(references, str) else references if isinstance(references, list) else []
+    out = [text]
+    for r in extra:
+        if isinstance(r, str) and r.strip() and r not in out:
+            out.append(r)
+    return out
 
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:

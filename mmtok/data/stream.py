@@ -31,6 +31,7 @@ from typing import Iterator
 
 import numpy as np
 
+from mmtok.data.manifest import captions_of
 from mmtok.tokenizer.codes import AudioCodes
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,11 @@ class Sample:
     codes: AudioCodes
     text: str
     meta: dict  # the shard's json (manifest fields, duration, codec, ...)
+
+    @property
+    def captions(self) -> list[str]:
+        """The caption, then the manifest's `references` (more captions of the clip) if any."""
+        return captions_of(self.text, self.meta.get("references"))
 
     def to_state(self) -> dict:
         c = self.codes

@@ -14,6 +14,7 @@ frame boundaries (all codebooks of a frame together) at a random start.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,14 @@ class TemplateConfig:
     p_audio: float = 0.2  # audio only (audio continuation)
     p_instruction: float = 0.5  # chance an instruction sentence follows the task token
     loss_on_target_only: bool = True  # loss on the target segment only (else on every next token)
+    use_references: bool = True  # a clip with `references` (more captions) trains on one of its
+    #                              captions drawn at random each time; False = its `text` only
+    min_audio_share: float = 1.0  # augmentation: each use of a clip keeps a random window of at
+    #                               least this share of its frames (1.0: all of it that fits the row)
+
+    def __post_init__(self):
+        if not 0.0 < self.min_audio_share <= 1.0:
+            raise ValueError(f"min_audio_share must be in (0, 1], got {self.min_audio_share}")
 
     def probabilities(self) -> np.ndarray:
         p = np.array([self.p_caption, self.p_generate, self.p_text, self.p_audio], dtype=np.float64)
@@ -126,17 +135,29 @@ def crop_codes(codes: AudioCodes, start: int, n_frames: int, hop: int) -> AudioC
     return AudioCodes(codes.codes[:, start:end], n_samples, codes.sample_rate, codes.codec)
 
 
-def fit_audio(tok, codes: AudioCodes, budget: int, rng: np.random.Generator) -> list[int]:
-    """`<soa> audio <eoa>` ids of at most `budget` tokens: a random crop if the clip is longer."""
+def fit_audio(tok, codes: AudioCodes, budget: int, rng: np.random.Generator, min_share: float = 1.0) -> list[int]:
+    """`<soa> audio <eoa>` ids of at most `budget` tokens: a random crop if the clip is longer.
+    With `min_share` < 1, a random window of a random length, at least that share of the frames
+    that fit (crop augmentation); at 1 no number is drawn for a clip that fits."""
     fixed, per_frame = audio_token_cost(tok)
-    max_frames = max(1, (budget - fixed) // per_frame)
-    if codes.n_frames > max_frames:
-        start = int(rng.integers(codes.n_frames - max_frames + 1))
-        codes = crop_codes(codes, start, max_frames, tok.config.hop)
+    n_frames = min(codes.n_frames, max(1, (budget - fixed) // per_frame))
+    if min_share < 1.0:
+        n_frames = int(rng.integers(max(1, math.ceil(min_share * n_frames)), n_frames + 1))
+    if codes.n_frames > n_frames:
+        start = int(rng.integers(codes.n_frames - n_frames + 1))
+        codes = crop_codes(codes, start, n_frames, tok.config.hop)
     return tok.codes_to_ids(codes)
 
 
 # ---- documents ----------------------------------------------------------------------------------
+def pick_caption(captions: list[str], rng: np.random.Generator, cfg: TemplateConfig) -> str:
+    """The caption a document uses: the first, or with `use_references` one drawn at random.
+    A clip with one caption draws nothing, so single-caption data keeps its random stream."""
+    if len(captions) == 1 or not cfg.use_references:
+        return captions[0]
+    return captions[int(rng.integers(len(captions)))]
+
+
 def make_document(tok, codes: AudioCodes, caption: str, rng: np.random.Generator,
                   cfg: TemplateConfig, max_tokens: int) -> Document:
     """One document from one sample, template drawn from `cfg`; at most `max_tokens` ids unless
@@ -148,18 +169,19 @@ def make_document(tok, codes: AudioCodes, caption: str, rng: np.random.Generator
         instr = CAPTION_INSTRUCTIONS[int(rng.integers(len(CAPTION_INSTRUCTIONS)))] if use_instruction else None
         text = tok.encode_text(caption) + eos
         head = _task(tok, TASK_CAPTION) + _instruction(tok, instr)
-        audio = fit_audio(tok, codes, max_tokens - len(head) - len(text), rng)
+        audio = fit_audio(tok, codes, max_tokens - len(head) - len(text), rng, cfg.min_audio_share)
         prompt, target = caption_prompt_ids(tok, audio, instr), text
     elif template == "generate":
         instr = GENERATE_INSTRUCTIONS[int(rng.integers(len(GENERATE_INSTRUCTIONS)))] if use_instruction else None
         prompt = generate_prompt_ids(tok, caption, instr)
-        audio = fit_audio(tok, codes, max_tokens - len(prompt) + 1 - len(eos), rng)  # <soa> is in both
+        # <soa> ends the prompt and starts the audio: counted once
+        audio = fit_audio(tok, codes, max_tokens - len(prompt) + 1 - len(eos), rng, cfg.min_audio_share)
         target = audio[1:] + eos
     elif template == "text":
         prompt, target = _task(tok, TASK_TEXT), tok.encode_text(caption) + eos
     else:
         prompt = _task(tok, TASK_AUDIO)
-        target = fit_audio(tok, codes, max_tokens - len(prompt) - len(eos), rng) + eos
+        target = fit_audio(tok, codes, max_tokens - len(prompt) - len(eos), rng, cfg.min_audio_share) + eos
     ids = np.asarray(prompt + target, dtype=np.int64)
     loss = np.zeros(len(ids), dtype=bool)
     loss[len(prompt) if cfg.loss_on_target_only else 1 :] = True

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mmtok.atomic import write_text_atomic
+from mmtok.data.corpus import CAPTIONS_PER_CLIP
 
 STAGES = ("corpus", "codec", "tokenizer", "shards", "train", "eval", "report")
 # configs/demo_small.yaml's optimizer steps per minute on this project's 2-core AMD EPYC (Zen 4),
@@ -39,6 +40,8 @@ class DemoConfig:
     pieces: int | None = None  # replaces the size's number of pieces (the unit of the split)
     clips_per_piece: int | None = None  # replaces the size's clips per piece (8 at `default`): more
     #   renderings of the same pieces (other instrument, tempo, key, excerpt) = more training clips
+    captions_per_clip: int = CAPTIONS_PER_CLIP  # wordings of each clip's facts: `text` + `references`
+    #   (training draws one each time it uses the clip; evaluation scores against all)
     seed: int = 0  # corpus plan, codec fit, training: the whole run is deterministic from it
     codec: str = "auto"  # auto: pretrained encodec_24khz if its weights are on disk, else fit one; or a name/path
     codec_preset: str = "small"  # `mmtok codec fit` preset when fitting
@@ -97,7 +100,7 @@ class DemoPipeline:
 
         c = self.cfg
         size = corpus_size(c.size, c.pieces, c.clips_per_piece)
-        return build_demo_corpus(self.path("corpus"), size=size, seed=c.seed)
+        return build_demo_corpus(self.path("corpus"), size=size, seed=c.seed, captions_per_clip=c.captions_per_clip)
 
     def codec(self) -> dict:
         """Pretrained EnCodec when its weights are available, else a codec fitted on the train audio."""
@@ -185,16 +188,17 @@ class DemoPipeline:
 
         return write_demo_report(self)
 
-    def _custom_corpus_size(self) -> dict:
+    def _corpus_knobs(self) -> dict:
         # Only when set, so that runs made before these knobs existed keep their fingerprints.
         c = self.cfg
-        return {k: v for k, v in (("pieces", c.pieces), ("clips_per_piece", c.clips_per_piece)) if v is not None}
+        custom = {k: v for k, v in (("pieces", c.pieces), ("clips_per_piece", c.clips_per_piece)) if v is not None}
+        return custom | ({"captions_per_clip": c.captions_per_clip} if c.captions_per_clip != 1 else {})
 
     # ---- driver -----------------------------------------------------------------------------------
     def stage_params(self, name: str) -> dict:
         c = self.cfg
         params = {
-            "corpus": {"size": c.size, "seed": c.seed} | self._custom_corpus_size(),
+            "corpus": {"size": c.size, "seed": c.seed} | self._corpus_knobs(),
             "codec": {"codec": c.codec, "preset": c.codec_preset, "minutes": c.codec_minutes, "seed": c.seed},
             "tokenizer": {"bandwidth": c.bandwidth, "n_codebooks": c.n_codebooks, "vocab_size": c.vocab_size},
             "shards": {},

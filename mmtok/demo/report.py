@@ -45,7 +45,9 @@ def plot_loss_curves(records: list[dict], out: Path) -> Path:
 def results_markdown(eval_report: dict, generated: dict, config: dict) -> str:
     from mmtok.eval.report import markdown_report
 
-    custom = ", ".join(f"{k.replace('_', ' ')} {config[k]}" for k in ("pieces", "clips_per_piece") if config.get(k))
+    knobs = [k for k in ("pieces", "clips_per_piece") if config.get(k)]
+    knobs += ["captions_per_clip"] if config.get("captions_per_clip", 1) != 1 else []
+    custom = ", ".join(f"{k.replace('_', ' ')} {config[k]}" for k in knobs)
     lines = [
         "# mmtok demo results",
         "",

@@ -18,15 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mmtok.data.manifest import read_manifest
+from mmtok.data.manifest import captions_of, read_manifest
 from mmtok.eval.caption_metrics import caption_metrics
-
-def references_of(item: dict) -> list[str]:
-    extra = item.get("references") or []
-    if isinstance(extra, str):
-        extra = [extra]
-    return [item["text"], *(r for r in extra if isinstance(r, str) and r.strip() and r != item["text"])]
-
 
 def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool = False, limit: int | None = None,
              meteor: bool = True, ppl_rows: int = 400, device: str = "cpu", progress: bool = True) -> dict:
@@ -61,7 +54,7 @@ def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool
     for i in tqdm(range(0, len(codes), step), desc="captioning", unit="batch", disable=not progress):
         captions += captioner.caption_codes(codes[i : i + step])
     t_caption = time.perf_counter() - t0 - t_encode
-    refs = [references_of(item) for item in kept]
+    refs = [captions_of(item["text"], item.get("references")) for item in kept]
     scores = caption_metrics(captions, refs, meteor=meteor)
 
     report = {
