@@ -312,7 +312,7 @@ def build_demo_corpus(
 
     Writes `train.jsonl`, `valid.jsonl`, `test.jsonl` (one line per clip: audio, text, the facts
     and, with `captions_per_clip` > 1, `references`: other wordings of the same facts),
-    `captions.txt` (train captions + template instructions, for SentencePiece),
+    `captions.txt` (every wording of the train captions + template instructions, for SentencePiece),
     `skipped.jsonl` (pieces that could not be used, with the reason) and `audio/*.flac`.
     """
     from tqdm import tqdm
