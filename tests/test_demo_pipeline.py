@@ -2,6 +2,8 @@
 report is complete with metrics computed on captions the trained model really generated."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from mmtok.demo.pipeline import STAGES, DemoConfig, DemoPipeline
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, capsys):
+def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, capsys, monkeypatch):
     cfg = DemoConfig(
         out=str(tmp_path / "demo"), size="smoke", clips_per_piece=2,
         codec="fit", codec_preset="tiny", codec_minutes=0.1,
@@ -62,6 +64,16 @@ def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, 
         assert f"[demo] {s}: already complete, skipped" in rerun, s
     changed = DemoPipeline(DemoConfig(**{**cfg.__dict__, "generate_prompt": "a fast organ piece"}))
     assert again_stage_done(changed, "eval") and not again_stage_done(changed, "report")
+
+    # A moved run directory, reached from another working directory, still finds its fitted codec.
+    moved = tmp_path / "elsewhere" / "demo"
+    moved.parent.mkdir()
+    out.rename(moved)
+    config = str(Path(cfg.config).resolve())  # configs/ is relative to the repository
+    monkeypatch.chdir(moved.parent)
+    shutil.rmtree(moved / "tokenizer")
+    DemoPipeline(DemoConfig(**{**cfg.__dict__, "out": "demo", "config": config})).run(stages=["tokenizer"], force=True)
+    assert (moved / "tokenizer" / "codec" / "codec.json").is_file()  # the fitted codec, copied in
 
 
 def again_stage_done(pipe, name):

@@ -112,14 +112,17 @@ class DemoPipeline:
             spec = "encodec_24khz" if pretrained_available("encodec_24khz") else "fit"
         if spec != "fit":
             return {"codec": spec}
-        out = fit_codec(self.path("corpus", "train.jsonl"), self.path("codec"), minutes=self.cfg.codec_minutes,
-                        preset=self.cfg.codec_preset, seed=self.cfg.seed)
-        return {"codec": str(out)}
+        fit_codec(self.path("corpus", "train.jsonl"), self.path("codec"), minutes=self.cfg.codec_minutes,
+                  preset=self.cfg.codec_preset, seed=self.cfg.seed)
+        # Not its path: that was relative to this process's working directory, and the run
+        # directory may be moved or reached from another one later. The tokenizer finds it in OUT.
+        return {"codec": "fit"}
 
     def tokenizer(self) -> dict:
         from mmtok.tokenizer.multimodal import MultimodalTokenizer
 
         codec = self._result("codec")["codec"]
+        codec = str(self.path("codec")) if codec == "fit" else codec
         tok = MultimodalTokenizer.build(
             text_files=[self.path("corpus", "captions.txt")], codec=codec, out=self.path("tokenizer"),
             bandwidth=self.cfg.bandwidth, vocab_size=self.cfg.vocab_size, n_codebooks=self.cfg.n_codebooks,
