@@ -5,11 +5,12 @@ import json
 from dataclasses import fields, replace
 from itertools import islice
 
+import numpy as np
 import pytest
 import torch
 
 from mmtok.data.loader import DataConfig
-from mmtok.data.templates import TemplateConfig
+from mmtok.data.templates import TemplateConfig, pick_caption
 
 
 def config(data_shards, **kw):
@@ -105,10 +106,6 @@ def test_clips_with_references_train_on_each_of_their_captions(data_shards, demo
 
 def test_a_single_caption_draws_no_random_number():
     """So data without references keeps the document stream it had before references existed."""
-    import numpy as np
-
-    from mmtok.data.templates import pick_caption
-
     rng, untouched = np.random.default_rng(5), np.random.default_rng(5)
     assert pick_caption(["only"], rng, TemplateConfig()) == "only"
     assert rng.random() == untouched.random()

@@ -191,8 +191,9 @@ class DemoPipeline:
 
         return write_demo_report(self)
 
-    def _corpus_knobs(self) -> dict:
-        # Only when set, so that runs made before these knobs existed keep their fingerprints.
+    def corpus_knobs(self) -> dict:
+        """The corpus options set away from their old defaults (the corpus fingerprint and the
+        report's heading). Only those, so that runs made before the knobs existed stay complete."""
         c = self.cfg
         custom = {k: v for k, v in (("pieces", c.pieces), ("clips_per_piece", c.clips_per_piece)) if v is not None}
         return custom | ({"captions_per_clip": c.captions_per_clip} if c.captions_per_clip != 1 else {})
@@ -201,7 +202,7 @@ class DemoPipeline:
     def stage_params(self, name: str) -> dict:
         c = self.cfg
         params = {
-            "corpus": {"size": c.size, "seed": c.seed} | self._corpus_knobs(),
+            "corpus": {"size": c.size, "seed": c.seed} | self.corpus_knobs(),
             "codec": {"codec": c.codec, "preset": c.codec_preset, "minutes": c.codec_minutes, "seed": c.seed},
             "tokenizer": {"bandwidth": c.bandwidth, "n_codebooks": c.n_codebooks, "vocab_size": c.vocab_size},
             "shards": {},

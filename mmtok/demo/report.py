@@ -42,12 +42,10 @@ def plot_loss_curves(records: list[dict], out: Path) -> Path:
     return out
 
 
-def results_markdown(eval_report: dict, generated: dict, config: dict) -> str:
+def results_markdown(eval_report: dict, generated: dict, config: dict, corpus_knobs: dict) -> str:
     from mmtok.eval.report import markdown_report
 
-    knobs = [k for k in ("pieces", "clips_per_piece") if config.get(k)]
-    knobs += ["captions_per_clip"] if config.get("captions_per_clip", 1) != 1 else []
-    custom = ", ".join(f"{k.replace('_', ' ')} {config[k]}" for k in knobs)
+    custom = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in corpus_knobs.items())
     lines = [
         "# mmtok demo results",
         "",
@@ -96,7 +94,7 @@ def write_demo_report(pipeline) -> dict:
     config = asdict(cfg)
     results = {"demo_config": config, "generated": generated, **eval_report}
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
-    write_text_atomic(out / "results.md", results_markdown(eval_report, generated, config))
+    write_text_atomic(out / "results.md", results_markdown(eval_report, generated, config, pipeline.corpus_knobs()))
     print(summary_table(eval_report), flush=True)
     print(f"\n[demo] report: {out / 'results.md'}", flush=True)
     return {"report": str(out), "generated_seconds": generated["seconds"]}
