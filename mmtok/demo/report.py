@@ -11,30 +11,72 @@ from mmtok.atomic import atomic_path, write_text_atomic
 N_SAMPLE_CAPTIONS = 8  # caption/reference pairs shown in the printed table
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The training loop's metrics.jsonl (one record per logged step)."""
+# (training key in metrics.jsonl, held-out key in eval.jsonl, label), one colour each
+LOSS_CURVES = (
+    ("loss", "val/loss", "all targets"),
+    ("loss/text", "val/loss_text", "text targets"),
+    ("loss/audio", "val/loss_audio", "audio targets"),
+)
+SMOOTHING = 0.95  # EMA weight of the training curves: each step's loss swings with its batch's template mix
+
+
+def read_metrics(path: Path, required: bool = True) -> list[dict]:
+    """One of the training loop's JSONL logs (metrics.jsonl per logged step, eval.jsonl per held-out
+    evaluation); an absent optional log (no held-out evaluation ran) reads as no records."""
     if not path.exists():
+        if not required:
+            return []
         raise FileNotFoundError(f"{path}: no training metrics (did the train stage run?)")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_loss_curves(records: list[dict], out: Path) -> Path:
-    """Overall, text-target and audio-target training loss against step, as a PNG."""
+def smoothed(values, weight: float = SMOOTHING) -> list[float]:
+    """Exponential moving average, debiased as TensorBoard's smoothing is (the first points are
+    not pulled towards 0)."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, start=1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**i))
+    return out
+
+
+def loss_curve_series(records: list[dict], held_out: list[dict]) -> dict[str, dict[str, tuple]]:
+    """label -> {"train": (steps, raw), "train_smoothed": (steps, ema), "held_out": (steps, loss)},
+    each part present only where the logs have it."""
+    series = {}
+    for train_key, val_key, label in LOSS_CURVES:
+        parts = {}
+        if points := [(r["step"], r[train_key]) for r in records if r.get(train_key) is not None]:
+            steps, values = zip(*points)
+            parts["train"], parts["train_smoothed"] = (steps, values), (steps, tuple(smoothed(values)))
+        if points := [(r["step"], r[val_key]) for r in held_out if r.get(val_key) is not None]:
+            parts["held_out"] = tuple(zip(*points))
+        if parts:
+            series[label] = parts
+    return series
+
+
+def plot_loss_curves(records: list[dict], held_out: list[dict], out: Path) -> Path:
+    """Training loss (raw, faint; smoothed, solid) and held-out loss (dashed, one point per
+    evaluation) against step, overall and by target modality, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on clusters and CI
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    for key, label in (("loss", "all targets"), ("loss/text", "text targets"), ("loss/audio", "audio targets")):
-        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
-        if points:
-            ax.plot(*zip(*points), label=label)
+    for (label, parts), color in zip(loss_curve_series(records, held_out).items(), ("C0", "C1", "C2")):
+        if "train" in parts:
+            ax.plot(*parts["train"], color=color, alpha=0.2, linewidth=0.7)
+            ax.plot(*parts["train_smoothed"], color=color, label=f"{label}, train")
+        if "held_out" in parts:
+            ax.plot(*parts["held_out"], color=color, linestyle="--", marker="o", markersize=3,
+                    label=f"{label}, held out")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title("mmtok demo: training loss by target modality")
+    ax.set_title("mmtok demo: loss by target modality")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp)
@@ -84,7 +126,8 @@ def write_demo_report(pipeline) -> dict:
     out = pipeline.path("report")
     out.mkdir(parents=True, exist_ok=True)
     eval_report = json.loads(pipeline.path("eval", "eval.json").read_text())
-    plot_loss_curves(read_metrics(pipeline.path("train", "metrics.jsonl")), out / "loss_curves.png")
+    plot_loss_curves(read_metrics(pipeline.path("train", "metrics.jsonl")),
+                     read_metrics(pipeline.path("train", "eval.jsonl"), required=False), out / "loss_curves.png")
 
     model, _, tokenizer = load_for_inference(pipeline.path("train"))
     wav, sr = generate_music(model, tokenizer, cfg.generate_prompt, cfg.generate_seconds)
