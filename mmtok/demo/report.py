@@ -22,12 +22,19 @@ SMOOTHING = 0.95  # EMA weight of the training curves: each step's loss swings w
 
 def read_metrics(path: Path, required: bool = True) -> list[dict]:
     """One of the training loop's JSONL logs (metrics.jsonl per logged step, eval.jsonl per held-out
-    evaluation); an absent optional log (no held-out evaluation ran) reads as no records."""
+    evaluation) in step order. A run resumed from a checkpoint logs the steps after that checkpoint
+    again: the latest record of a step wins. An absent optional log (no held-out evaluation ran)
+    reads as no records."""
     if not path.exists():
         if not required:
             return []
         raise FileNotFoundError(f"{path}: no training metrics (did the train stage run?)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by_step = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_step[record["step"]] = record
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def smoothed(values, weight: float = SMOOTHING) -> list[float]:
@@ -41,14 +48,13 @@ def smoothed(values, weight: float = SMOOTHING) -> list[float]:
 
 
 def loss_curve_series(records: list[dict], held_out: list[dict]) -> dict[str, dict[str, tuple]]:
-    """label -> {"train": (steps, raw), "train_smoothed": (steps, ema), "held_out": (steps, loss)},
-    each part present only where the logs have it."""
+    """label -> {"train": (steps, losses), "held_out": (steps, losses)}, each part present only
+    where the logs have it."""
     series = {}
     for train_key, val_key, label in LOSS_CURVES:
         parts = {}
         if points := [(r["step"], r[train_key]) for r in records if r.get(train_key) is not None]:
-            steps, values = zip(*points)
-            parts["train"], parts["train_smoothed"] = (steps, values), (steps, tuple(smoothed(values)))
+            parts["train"] = tuple(zip(*points))
         if points := [(r["step"], r[val_key]) for r in held_out if r.get(val_key) is not None]:
             parts["held_out"] = tuple(zip(*points))
         if parts:
@@ -67,8 +73,9 @@ def plot_loss_curves(records: list[dict], held_out: list[dict], out: Path) -> Pa
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for (label, parts), color in zip(loss_curve_series(records, held_out).items(), ("C0", "C1", "C2")):
         if "train" in parts:
-            ax.plot(*parts["train"], color=color, alpha=0.2, linewidth=0.7)
-            ax.plot(*parts["train_smoothed"], color=color, label=f"{label}, train")
+            steps, losses = parts["train"]
+            ax.plot(steps, losses, color=color, alpha=0.2, linewidth=0.7)
+            ax.plot(steps, smoothed(losses), color=color, label=f"{label}, train")
         if "held_out" in parts:
             ax.plot(*parts["held_out"], color=color, linestyle="--", marker="o", markersize=3,
                     label=f"{label}, held out")
