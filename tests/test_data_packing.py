@@ -47,23 +47,24 @@ def test_caption_document_layout_and_crop(tokenizer, samples):
 
 def test_crop_augmentation_draws_windows_of_at_least_the_share(tokenizer, samples):
     s = samples[0]
-    whole = make_document(tokenizer, s.codes, s.text, np.random.default_rng(0), only("caption"), 4096)
-    lay = tokenizer.layout
+
+    def audio_codes(doc):  # (K, T) codes between <soa> and <eoa>
+        ids, lay = doc.ids.tolist(), tokenizer.layout
+        return tokenizer.ids_to_codes(ids[ids.index(lay.soa_id) : ids.index(lay.eoa_id) + 1]).codes
+
     lengths = set()
     for seed in range(40):
         doc = make_document(tokenizer, s.codes, s.text, np.random.default_rng(seed),
                             TemplateConfig(**vars(only("caption")) | {"min_audio_share": 0.5}), 4096)
-        ids = doc.ids.tolist()
-        crop = tokenizer.ids_to_codes(ids[ids.index(lay.soa_id) : ids.index(lay.eoa_id) + 1]).codes
+        crop = audio_codes(doc)
         T = crop.shape[1]
         assert s.codes.n_frames / 2 <= T <= s.codes.n_frames
         assert any(np.array_equal(s.codes.codes[:, t : t + T], crop) for t in range(s.codes.n_frames - T + 1))
         lengths.add(T)
     assert len(lengths) > 5  # windows of many lengths, not one
     # The default (1.0) keeps the whole clip when it fits.
-    ids = whole.ids.tolist()
-    n = tokenizer.ids_to_codes(ids[ids.index(lay.soa_id) : ids.index(lay.eoa_id) + 1]).codes.shape[1]
-    assert n == s.codes.n_frames
+    whole = make_document(tokenizer, s.codes, s.text, np.random.default_rng(0), only("caption"), 4096)
+    assert audio_codes(whole).shape[1] == s.codes.n_frames
     with pytest.raises(ValueError, match=r"min_audio_share must be in \(0, 1\]"):
         TemplateConfig(min_audio_share=1.5)
 

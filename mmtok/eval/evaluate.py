@@ -21,6 +21,7 @@ from tqdm import tqdm
 from mmtok.data.manifest import captions_of, read_manifest
 from mmtok.eval.caption_metrics import caption_metrics
 
+
 def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool = False, limit: int | None = None,
              meteor: bool = True, ppl_rows: int = 400, device: str = "cpu", progress: bool = True) -> dict:
     """The report dict (see `mmtok.eval.report` for how it is written).
