@@ -1,5 +1,7 @@
 """ModelConfig: validation errors, vocabulary sizing, parameter and FLOP counts against torch."""
 
+import re
+
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -17,10 +19,11 @@ from mmtok.model.config import ModelConfig
         (dict(attention="flash"), "attention='flash'"),
         (dict(n_layers=0), "n_layers must be positive"),
         (dict(ffn_dim=0), "ffn_dim must be positive"),
+        (dict(dropout=1.0), "dropout must be in [0, 1), got 1.0"),
     ],
 )
 def test_invalid_configs_raise_clear_errors(fields, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         ModelConfig(vocab_size=128, **fields).validate()
 
 

@@ -80,3 +80,34 @@ def test_training_step_reduces_loss_on_a_repeated_batch(make_tiny_model):
         losses.append(loss.item())
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     assert losses[-1] < losses[0] - 0.5
+
+
+def test_dropout_acts_in_training_only(make_tiny_model):
+    """Eval mode is the HF Llama computation whatever the dropout; train mode draws new masks."""
+    model = make_tiny_model(dropout=0.3)
+    hf = _hf_twin(model)
+    tokens = torch.randint(0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), hf(tokens).logits)
+        model.train()
+        first, second = model(tokens), model(tokens)
+    assert not torch.allclose(first, second)
+    assert not torch.allclose(first, hf(tokens).logits)
+
+
+def test_activation_checkpointing_replays_the_dropout_masks(make_tiny_model):
+    """The recomputed forward must draw the same masks as the first one, or gradients are wrong."""
+    from mmtok.training.parallelize import DistInfo, parallelize
+
+    tokens = torch.randint(0, 200, (2, 33), generator=torch.Generator().manual_seed(6))
+    grads = []
+    for checkpointing in (False, True):
+        model = make_tiny_model(dropout=0.3).train()
+        wrapped = parallelize(model, DistInfo(0, 0, 1, torch.device("cpu")), "ddp", None,
+                              activation_checkpointing=checkpointing)
+        torch.manual_seed(7)
+        logits = wrapped(tokens[:, :-1])
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+        grads.append([p.grad for p in model.parameters()])
+    for plain, checkpointed in zip(*grads):
+        torch.testing.assert_close(checkpointed, plain)

@@ -25,6 +25,8 @@ class ModelConfig:
     tie_embeddings: bool = False  # output projection shares the input embedding matrix
     attention: str = "auto"  # backend: auto (xformers on CUDA, else sdpa) | xformers | sdpa | math
     init_std: float = 0.02  # std of the normal init; output projections get std / sqrt(2 n_layers)
+    dropout: float = 0.0  # training only: drop rate on the embeddings and on each attention / FFN
+    #   output before it joins the residual stream (GPT-2's resid/embd dropout); 0 = none, as LLaMA
 
     # ---- derived shape ------------------------------------------------------------------------
     @property
@@ -66,6 +68,8 @@ class ModelConfig:
             fail(f"attention={self.attention!r}; choose one of {ATTENTION_BACKENDS}")
         if self.rope_theta <= 0 or self.norm_eps <= 0 or self.init_std <= 0:
             fail("rope_theta, norm_eps and init_std must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            fail(f"dropout must be in [0, 1), got {self.dropout}")
         return self
 
     def for_vocab(self, tokenizer_vocab: int) -> "ModelConfig":

@@ -103,10 +103,11 @@ class TransformerBlock(nn.Module):
         self.attention = Attention(cfg)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg.dim, cfg.hidden_dim)
+        self.dropout = nn.Dropout(cfg.dropout)  # identity in eval mode, so inference matches HF Llama
 
     def forward(self, x, cos, sin, mask, backend, cache):
-        x = x + self.attention(self.attention_norm(x), cos, sin, mask, backend, cache, self.layer)
-        return x + self.feed_forward(self.ffn_norm(x))
+        x = x + self.dropout(self.attention(self.attention_norm(x), cos, sin, mask, backend, cache, self.layer))
+        return x + self.dropout(self.feed_forward(self.ffn_norm(x)))
 
 
 class Transformer(nn.Module):
@@ -114,6 +115,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config.validate()
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.embedding_dropout = nn.Dropout(config.dropout)
         self.rope = RotaryEmbedding(config.head_dim, config.max_seq_len, config.rope_theta)
         self.layers = nn.ModuleList(TransformerBlock(config, i) for i in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
@@ -164,7 +166,7 @@ class Transformer(nn.Module):
             mask = kv_cache.begin(doc_ids, t)
         cos, sin = self.rope(positions)  # (B, 1, T, D) each
 
-        h = self.tok_embeddings(tokens)  # (B, T, C)
+        h = self.embedding_dropout(self.tok_embeddings(tokens))  # (B, T, C)
         for block in self.layers:
             h = block(h, cos, sin, mask, backend, kv_cache)
         if kv_cache is not None:

@@ -96,8 +96,10 @@ def parallelize(
     if activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
+        # The recomputation must draw the forward's dropout masks again, or the gradients are wrong.
+        rng = model.config.dropout > 0
         for i, block in enumerate(blocks):
-            blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+            blocks[i] = checkpoint_wrapper(block, preserve_rng_state=rng)
     if compile:
         for block in blocks:
             block.compile()
