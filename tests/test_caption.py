@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mmtok.data.templates import caption_prompt_ids
+from mmtok.data.templates import caption_prompt_ids, text_prompt_ids
 from mmtok.generate.captioner import CaptionConfig, Captioner
 from mmtok.generate.engine import generate
 from mmtok.generate.sampling import GenerationConfig
@@ -24,7 +24,7 @@ def model(tokenizer):
 
 
 def captioner(model, tokenizer, **kw) -> Captioner:
-    gen = GenerationConfig(max_new_tokens=kw.pop("max_new_tokens", 24), greedy=True)
+    gen = GenerationConfig(max_new_tokens=kw.pop("max_new_tokens", 24), greedy=True, cfg_coef=kw.pop("cfg_coef", 1.0))
     return Captioner(model, tokenizer, CaptionConfig(generation=gen, **kw))
 
 
@@ -61,6 +61,21 @@ def test_batch_equals_one_at_a_time_and_reads_any_rate_and_channels(model, token
     assert from_wave == cap.caption_batch([(stereo, 44100)])[0] == cap(tmp_path / "stereo.wav")
     # The prompt holds exactly the frames asked for (1.5 s at the codec's frame rate).
     assert cap.encode(stereo, 44100).n_frames == round(1.5 * tokenizer.frame_rate)
+
+
+def test_guided_captions_mix_in_the_text_template_as_the_unconditional_twin(model, tokenizer, real_audio_files):
+    files = real_audio_files[:3]
+    plain = captioner(model, tokenizer, seconds=1.0).caption_batch(files)
+    guided = captioner(model, tokenizer, seconds=1.0, cfg_coef=3.0).caption_batch(files)
+    assert guided != plain and len(set(guided)) > 1  # guidance changes the captions, the audio still matters
+    # cfg_coef = 0 keeps only the twin: every clip gets the caption the text template writes alone
+    # (under the same text constraint).
+    from mmtok.generate.constraints import TextConstraint
+
+    alone = generate(model, [text_prompt_ids(tokenizer)], GenerationConfig(max_new_tokens=24, greedy=True),
+                     constraint=TextConstraint(tokenizer.layout))[0]
+    prior = tokenizer.decode_text([i for i in alone if i != tokenizer.layout.eos_id]).strip()
+    assert captioner(model, tokenizer, seconds=1.0, cfg_coef=0.0).caption_batch(files) == [prior] * 3
 
 
 def test_default_length_fills_the_context_and_windows_cover_the_file(model, tokenizer, real_audio_files):

@@ -64,12 +64,13 @@ def test_eval_limit_and_bad_inputs(trained_run, clip_manifest, tmp_path, capsys)
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     rc = main(["eval", "--checkpoint", str(run), "--manifest", str(clip_manifest), "--limit", "2",
-               "--no-meteor", "--max-new-tokens", "8"])
+               "--no-meteor", "--max-new-tokens", "8", "--cfg-coef", "2"])
     assert rc == 0
     # Default report directory: RUN/eval/step_N, outside the checkpoint that keep_last_k may delete.
     (step,) = (run / "checkpoints").glob("step_*")
     report = json.loads((run / "eval" / step.name / "eval.json").read_text())
     assert report["n_captions"] == 2 and "METEOR" not in report["caption_metrics"]
+    assert report["generation"]["cfg_coef"] == 2.0  # guided captions, and the report says so
     assert "perplexity" not in report and "attributes" not in report
     capsys.readouterr()
     # --attributes on a manifest without attribute fields (a user's own captions): said, not silent.
@@ -90,6 +91,7 @@ def test_eval_limit_and_bad_inputs(trained_run, clip_manifest, tmp_path, capsys)
         return err
 
     assert "does not exist" in error("--manifest", tmp_path / "none.jsonl")
+    assert "cfg_coef must be finite and >= 0" in error("--manifest", clip_manifest, "--cfg-coef", "-1")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"audio": "a.wav"}\n')
     assert "bad.jsonl:1" in error("--manifest", bad)

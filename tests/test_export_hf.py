@@ -65,6 +65,25 @@ def test_exported_model_matches_logits_and_greedy_ids(tmp_path, tokenizer, tied)
         assert theirs[0, len(prompt):].tolist() == row
 
 
+def test_guided_greedy_ids_match_transformers_guidance_scale(tmp_path, tokenizer):
+    """Classifier-free guidance: HF's `guidance_scale` + `negative_prompt_ids` is the oracle."""
+    from transformers import LlamaForCausalLM
+
+    model = _model(tokenizer)
+    hf = LlamaForCausalLM.from_pretrained(export_hf(model, model.config, tmp_path / "hf", tokenizer=tokenizer)).eval()
+    bos = tokenizer.layout.bos_id
+    prompts = [[bos, *tokenizer.text.encode(c)] for c in CAPTIONS[:3]]
+    uncond = [bos, *tokenizer.text.encode("music")]
+    cfg = GenerationConfig(max_new_tokens=12, greedy=True, cfg_coef=2.0)
+    ours = generate(model, prompts, cfg, uncond_prompts=[uncond] * len(prompts))
+    plain = generate(model, prompts, GenerationConfig(max_new_tokens=12, greedy=True))
+    assert ours != plain
+    for prompt, row in zip(prompts, ours):
+        theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None,
+                             pad_token_id=0, guidance_scale=2.0, negative_prompt_ids=torch.tensor([uncond]))
+        assert theirs[0, len(prompt):].tolist() == row
+
+
 def test_export_directory_contents(tmp_path, tokenizer):
     from mmtok.tokenizer.multimodal import MultimodalTokenizer
 

@@ -70,6 +70,41 @@ def test_logit_processors_match_transformers():
     assert torch.equal(top_p_filter(logits, 0.8).isinf(), TopPLogitsWarper(0.8)(history, logits.clone()).isinf())
 
 
+UNCOND = [[2, 3], [4], [2, 3, 6, 7]]
+
+
+def test_guidance_mixes_the_twins_and_keeps_batching_and_caching_exact(make_tiny_model):
+    model = make_tiny_model(init_std=0.05)
+    plain = generate(model, PROMPTS, GREEDY)
+    guided = GenerationConfig(max_new_tokens=24, greedy=True, cfg_coef=2.5)
+    out = generate(model, PROMPTS, guided, uncond_prompts=UNCOND)
+    assert out != plain  # guidance changes what is chosen
+    # cfg_coef = 1 is no guidance (the twins are never run); cfg_coef = 0 is the twin alone, continuing
+    # the very same output: each row writes what its unconditional prompt writes by itself.
+    one = GenerationConfig(max_new_tokens=24, greedy=True, cfg_coef=1.0)
+    assert generate(model, PROMPTS, one, uncond_prompts=UNCOND) == plain
+    zero = GenerationConfig(max_new_tokens=24, greedy=True, cfg_coef=0.0)
+    assert generate(model, PROMPTS, zero, uncond_prompts=UNCOND) == generate(model, UNCOND, GREEDY)
+    # The 2B rows are left-padded together: guided rows equal each prompt guided alone, and the
+    # cache equals full recomputation.
+    assert out == [generate(model, [p], guided, uncond_prompts=[u])[0] for p, u in zip(PROMPTS, UNCOND)]
+    full = GenerationConfig(max_new_tokens=24, greedy=True, cfg_coef=2.5, use_cache=False)
+    assert generate(model, PROMPTS, full, uncond_prompts=UNCOND) == out
+
+
+def test_guidance_step_is_the_log_probability_mix(make_tiny_model):
+    model = make_tiny_model(init_std=0.05)
+    cond, uncond = PROMPTS[0], UNCOND[0]
+    first = generate(model, [cond], GenerationConfig(max_new_tokens=1, greedy=True, cfg_coef=3.0),
+                     uncond_prompts=[uncond])[0][0]
+    with torch.no_grad():
+        lc = model(torch.tensor([cond]))[0, -1].log_softmax(-1)
+        lu = model(torch.tensor([uncond]))[0, -1].log_softmax(-1)
+    mix = lu + 3.0 * (lc - lu)
+    assert first == int(mix.argmax())
+    assert int(mix.argmax()) != int(lc.argmax())  # the test can tell guidance from none
+
+
 def test_stop_ids_end_each_row_and_are_kept(make_tiny_model):
     model = make_tiny_model()
     free = generate(model, PROMPTS, GREEDY)
@@ -137,3 +172,9 @@ def test_bad_requests_raise_clear_errors(make_tiny_model):
         generate(model, [[10 ** 6]], GenerationConfig(max_new_tokens=4))
     with pytest.raises(ValueError, match="temperature must be > 0"):
         generate(model, [[1]], GenerationConfig(temperature=0))
+    with pytest.raises(ValueError, match="cfg_coef=2.0 needs one unconditional prompt per prompt: got 0 for 1"):
+        generate(model, [[1]], GenerationConfig(max_new_tokens=4, cfg_coef=2.0))
+    with pytest.raises(ValueError, match="got 1 for 2 prompts"):
+        generate(model, [[1], [2]], GenerationConfig(max_new_tokens=4, cfg_coef=2.0), uncond_prompts=[[1]])
+    with pytest.raises(ValueError, match="cfg_coef must be finite and >= 0"):
+        generate(model, [[1]], GenerationConfig(cfg_coef=-1.0), uncond_prompts=[[1]])

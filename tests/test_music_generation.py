@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mmtok.data.templates import generate_prompt_ids
+from mmtok.data.templates import audio_prompt_ids, generate_prompt_ids
 from mmtok.generate.engine import generate
 from mmtok.generate.music import generate_music, generate_music_batch, write_wav
 from mmtok.generate.sampling import GenerationConfig
@@ -56,6 +56,23 @@ def test_seeded_generation_is_reproducible_and_batched(model, tokenizer):
     assert not np.array_equal(a, c)
     wavs, _ = generate_music_batch(model, tokenizer, [CAPTION, "fast violin"], 0.5, GenerationConfig(greedy=True))
     assert [w.shape for w in wavs] == [a.shape, a.shape]
+
+
+def test_guided_generation_uses_the_audio_template_as_the_unconditional_twin(model, tokenizer):
+    from mmtok.generate.constraints import AudioConstraint
+
+    greedy = dict(greedy=True)
+    plain, _ = generate_music(model, tokenizer, CAPTION, 0.5, GenerationConfig(**greedy))
+    guided, _ = generate_music(model, tokenizer, CAPTION, 0.5, GenerationConfig(cfg_coef=3.0, **greedy))
+    assert guided.shape == plain.shape and not np.array_equal(guided, plain)
+    # cfg_coef = 0: the caption is ignored; the ids are what `<bos> <task_audio> <soa>` writes alone.
+    constraint = AudioConstraint(tokenizer.layout, n_frames=int(np.ceil(0.5 * tokenizer.frame_rate)))
+    ids = generate(model, [audio_prompt_ids(tokenizer)],
+                   GenerationConfig(max_new_tokens=constraint.max_new_tokens, **greedy), constraint=constraint)[0]
+    uncond, _ = tokenizer.decode_audio([tokenizer.layout.soa_id, *ids])
+    for caption in (CAPTION, "fast violin"):
+        wav, _ = generate_music(model, tokenizer, caption, 0.5, GenerationConfig(cfg_coef=0.0, **greedy))
+        np.testing.assert_array_equal(wav, uncond[:, : wav.shape[1]])
 
 
 def test_write_wav_and_bad_inputs(model, tokenizer, tmp_path):

@@ -25,6 +25,10 @@ def add_sampling_flags(p, greedy: bool) -> None:
                    help=f"sample among the k likeliest ids, 0 = all (default {0 if greedy else 250})")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass, 1 = off (default 1.0)")
     g.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL penalty, 1 = off (default 1.0)")
+    g.add_argument("--cfg-coef", type=float, default=1.0,
+                   help="classifier-free guidance against the prompt with its condition left out "
+                        "(the text / audio template); > 1 follows the audio or caption more closely, "
+                        "twice the compute; 1 = off (default 1.0)")
     g.add_argument("--seed", type=int, default=None, help="seed for sampling (same seed, same output)")
     g.add_argument("--instruction", default=None,
                    help="instruction sentence after the task token (default: none, as half of training)")
@@ -35,7 +39,7 @@ def generation_config(args, max_new_tokens: int = 256):
 
     return GenerationConfig(max_new_tokens=max_new_tokens, greedy=args.greedy, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                            seed=args.seed).validate()
+                            cfg_coef=args.cfg_coef, seed=args.seed).validate()
 
 
 @contextmanager

@@ -8,8 +8,10 @@ Four templates, AnyGPT-style, each opened by a task token so the model knows wha
     audio     <bos> <task_audio> <soa> audio <eoa> <eos>                            target: audio <eoa> <eos>
 
 The same builders make the inference prompts (`caption_prompt_ids`, `generate_prompt_ids`), so
-training and generation cannot drift apart. Audio longer than the token budget is cropped on
-frame boundaries (all codebooks of a frame together) at a random start.
+training and generation cannot drift apart. The text and audio templates are the unconditional
+twins of those two (a caption with no audio, audio with no caption): classifier-free guidance
+prompts them with `text_prompt_ids` and `audio_prompt_ids`. Audio longer than the token budget
+is cropped on frame boundaries (all codebooks of a frame together) at a random start.
 """
 
 from __future__ import annotations
@@ -110,6 +112,17 @@ def generate_prompt_ids(tok, caption: str, instruction: str | None = None) -> li
     ]
 
 
+def text_prompt_ids(tok) -> list[int]:
+    """`<bos> <task_text>`; the model then writes a caption that no audio conditions."""
+    return _task(tok, TASK_TEXT)
+
+
+def audio_prompt_ids(tok) -> list[int]:
+    """`<bos> <task_audio> <soa>` (the audio template up to its first audio id); the model then
+    writes audio that no caption conditions."""
+    return _task(tok, TASK_AUDIO) + [tok.layout.soa_id]
+
+
 # ---- cropping -----------------------------------------------------------------------------------
 def audio_token_cost(tok) -> tuple[int, int]:
     """(fixed, per_frame): codes_to_ids of T frames has fixed + per_frame*T ids (no-scale codecs)."""
@@ -178,7 +191,7 @@ def make_document(tok, codes: AudioCodes, caption: str, rng: np.random.Generator
         audio = fit_audio(tok, codes, max_tokens - len(prompt) + 1 - len(eos), rng, cfg.min_audio_share)
         target = audio[1:] + eos
     elif template == "text":
-        prompt, target = _task(tok, TASK_TEXT), tok.encode_text(caption) + eos
+        prompt, target = text_prompt_ids(tok), tok.encode_text(caption) + eos
     else:
         prompt = _task(tok, TASK_AUDIO)
         target = fit_audio(tok, codes, max_tokens - len(prompt) - len(eos), rng, cfg.min_audio_share) + eos

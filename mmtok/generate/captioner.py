@@ -7,7 +7,10 @@
 
 The prompt is `mmtok.data.templates.caption_prompt_ids`, the very builder training used, so a
 model trained by train/pretrain.py captions without extra configuration. Generation goes through
-the engine with a `TextConstraint`: a caption can only hold text ids, then `<eos>`.
+the engine with a `TextConstraint`: a caption can only hold text ids, then `<eos>`. With
+`generation.cfg_coef` != 1 the captions are guided: the unconditional twin of each prompt is the
+text template's `<bos> <task_text>` (a caption with no audio), so guidance pushes each word
+towards what the audio makes likelier than the captions' prior does.
 
 How much audio: the first `seconds` of each input (default: as many whole frames as fit the
 context next to the longest caption), read from the start of the file only, so a one-hour file
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from mmtok.data.templates import audio_token_cost, caption_prompt_ids, crop_codes
+from mmtok.data.templates import audio_token_cost, caption_prompt_ids, crop_codes, text_prompt_ids
 from mmtok.generate.constraints import TextConstraint
 from mmtok.generate.engine import generate
 from mmtok.generate.sampling import GenerationConfig
@@ -152,8 +155,10 @@ class Captioner:
         prompts = [self.prompt_ids(c) for c in codes]
         out: list[list[int]] = []
         for i in range(0, len(prompts), self.config.batch_size):
-            out += generate(self.model, prompts[i : i + self.config.batch_size], self.config.generation,
-                            constraint=self.constraint, pad_id=self.tokenizer.layout.pad_id)
+            batch = prompts[i : i + self.config.batch_size]
+            out += generate(self.model, batch, self.config.generation, constraint=self.constraint,
+                            pad_id=self.tokenizer.layout.pad_id,
+                            uncond_prompts=[text_prompt_ids(self.tokenizer)] * len(batch))
         return out
 
     def caption_codes(self, codes: Sequence[AudioCodes]) -> list[str]:

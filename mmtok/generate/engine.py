@@ -1,12 +1,19 @@
 """Batched autoregressive generation with a KV cache.
 
     generate(model, prompts, GenerationConfig(...), constraint=None) -> new ids per prompt
+    generate(model, prompts, GenerationConfig(cfg_coef=3.0), uncond_prompts=...)   # guided
 
 Prompts of different lengths are left-padded to a common length so every row's next token sits in
 the same column. Padding carries doc id -1 (never attended to by real tokens, see kv_cache.py)
 and real tokens get per-row positions 0..len-1, so a row's ids and logits equal those of the same
 prompt generated alone. Each step: one forward of the new column through the cache, then the
-logit pipeline (repetition penalty, constraint mask, temperature/top-k/top-p or argmax).
+logit pipeline (guidance, repetition penalty, constraint mask, temperature/top-k/top-p or argmax).
+
+Classifier-free guidance (`cfg_coef` != 1, as MusicGen and HF's `guidance_scale`): each prompt has
+an unconditional twin, the same task with its condition left out, and the twins run as extra rows
+of the same batch. Every step mixes the two rows' log-probabilities,
+    uncond + cfg_coef * (cond - uncond),
+and feeds the chosen token to both, so the twin always continues the same output.
 """
 
 from __future__ import annotations
@@ -36,18 +43,24 @@ def left_pad(prompts: list[list[int]], pad_id: int, device=None):
 
 @torch.inference_mode()
 def generate(model, prompts: list[list[int]], config: GenerationConfig | None = None,
-             constraint=None, pad_id: int = 0) -> list[list[int]]:
+             constraint=None, pad_id: int = 0, uncond_prompts: list[list[int]] | None = None) -> list[list[int]]:
     """New ids for each prompt: up to max_new_tokens, ending with a stop id if one was emitted.
 
     constraint: an object with `allowed(step, generated) -> bool (V,) | (B, V)` and `stop_ids`
         (see mmtok/generate/constraints.py); its stop ids join config.stop_ids.
     pad_id: id written under the padding (never attended to; any valid id works).
+    uncond_prompts: one unconditional prompt per prompt; needed when config.cfg_coef != 1.
     """
     cfg = (config or GenerationConfig()).validate()
     mcfg = model.config
     device = next(model.parameters()).device
-    tokens, doc_ids, positions = left_pad(prompts, pad_id, device)
-    b, width = tokens.shape
+    guided = cfg.cfg_coef != 1.0
+    if guided and (uncond_prompts is None or len(uncond_prompts) != len(prompts)):
+        raise ValueError(f"cfg_coef={cfg.cfg_coef} needs one unconditional prompt per prompt: got "
+                         f"{0 if uncond_prompts is None else len(uncond_prompts)} for {len(prompts)} prompts")
+    # Rows [0, b) are the prompts, rows [b, 2b) their unconditional twins when guided.
+    tokens, doc_ids, positions = left_pad(prompts + (uncond_prompts if guided else []), pad_id, device)
+    b, width = len(prompts), tokens.shape[1]
     longest = width + cfg.max_new_tokens
     if longest > mcfg.max_seq_len:
         raise ValueError(f"longest prompt ({width}) + max_new_tokens ({cfg.max_new_tokens}) = {longest} "
@@ -62,13 +75,13 @@ def generate(model, prompts: list[list[int]], config: GenerationConfig | None = 
 
     # Ids each row has seen (prompt, then output), for the repetition penalty; padding is not seen.
     seen = torch.zeros(b, mcfg.vocab_size, dtype=torch.long, device=device)
-    seen = seen.scatter_add_(1, tokens, (doc_ids >= 0).long()) > 0  # (B, V) bool
+    seen = seen.scatter_add_(1, tokens[:b], (doc_ids[:b] >= 0).long()) > 0  # (B, V) bool
     out = torch.empty(b, cfg.max_new_tokens, dtype=torch.long, device=device)  # (B, N)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     lengths = torch.full((b,), cfg.max_new_tokens, dtype=torch.long, device=device)
     cache = None
     if cfg.use_cache:
-        cache = KVCache.for_model(mcfg, b, longest, dtype=next(model.parameters()).dtype, device=device)
+        cache = KVCache.for_model(mcfg, tokens.shape[0], longest, dtype=next(model.parameters()).dtype, device=device)
 
     was_training = model.training
     model.eval()
@@ -76,7 +89,10 @@ def generate(model, prompts: list[list[int]], config: GenerationConfig | None = 
         step_tokens, step_pos, step_doc = tokens, positions, doc_ids
         n = 0  # columns generated
         while n < cfg.max_new_tokens and not bool(done.all()):
-            logits = model(step_tokens, step_pos, step_doc, kv_cache=cache)[:, -1]  # (B, V)
+            logits = model(step_tokens, step_pos, step_doc, kv_cache=cache)[:, -1].float()  # (B or 2B, V)
+            if guided:
+                logp = logits.log_softmax(dim=-1)
+                logits = logp[b:] + cfg.cfg_coef * (logp[:b] - logp[b:])  # (B, V)
             logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
             if constraint is not None:
                 allowed = _pad_mask(constraint.allowed(n, out[:, :n]).to(device), logits.shape[-1])
@@ -88,12 +104,13 @@ def generate(model, prompts: list[list[int]], config: GenerationConfig | None = 
             lengths[hit] = n + 1
             done |= hit
             n += 1
-            next_pos = step_pos[:, -1:] + 1  # (B, 1)
-            next_doc = torch.zeros(b, 1, dtype=torch.int32, device=device)
+            column = (nxt.repeat(2) if guided else nxt)[:, None]  # (B or 2B, 1): the twin follows
+            next_pos = step_pos[:, -1:] + 1
+            next_doc = torch.zeros_like(column, dtype=torch.int32)
             if cache is not None:  # feed only the new column
-                step_tokens, step_pos, step_doc = nxt[:, None], next_pos, next_doc
+                step_tokens, step_pos, step_doc = column, next_pos, next_doc
             else:  # recompute everything: the reference the cache must match
-                step_tokens = torch.cat([step_tokens, nxt[:, None]], dim=1)
+                step_tokens = torch.cat([step_tokens, column], dim=1)
                 step_pos = torch.cat([step_pos, next_pos], dim=1)
                 step_doc = torch.cat([step_doc, next_doc], dim=1)
     finally:

@@ -6,7 +6,9 @@
 The prompt is `mmtok.data.templates.generate_prompt_ids` (`<bos> <task_generate> [instruction]
 caption <soa>`), as in training. An `AudioConstraint` forces exactly ceil(seconds * frame_rate)
 whole frames in the tokenizer's serialization order, then `<eoa>`, so the ids always decode; the
-waveform is trimmed to round(seconds * sample_rate) samples.
+waveform is trimmed to round(seconds * sample_rate) samples. With `generation.cfg_coef` != 1
+(MusicGen uses 3) the unconditional twin of each prompt is the audio template's
+`<bos> <task_audio> <soa>` (audio with no caption).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from mmtok.atomic import atomic_path
-from mmtok.data.templates import generate_prompt_ids
+from mmtok.data.templates import audio_prompt_ids, generate_prompt_ids
 from mmtok.generate.captioner import check_model_fits, unwrap
 from mmtok.generate.constraints import AudioConstraint
 from mmtok.generate.engine import generate
@@ -65,7 +67,8 @@ def generate_music_batch(
         )
     gen = generation or DEFAULT_GENERATION
     gen = replace(gen, max_new_tokens=constraint.max_new_tokens)
-    outputs = generate(model, prompts, gen, constraint=constraint, pad_id=layout.pad_id)
+    outputs = generate(model, prompts, gen, constraint=constraint, pad_id=layout.pad_id,
+                       uncond_prompts=[audio_prompt_ids(tokenizer)] * len(prompts))
     n_samples = round(seconds * tokenizer.sample_rate)
     wavs = []
     for ids in outputs:

@@ -18,6 +18,8 @@ class GenerationConfig:
     temperature: float = 1.0  # logits are divided by this before sampling (> 0)
     top_k: int = 0  # sample among the k likeliest ids only; 0 = off
     top_p: float = 1.0  # sample within the smallest set of ids of total probability >= p; 1 = off
+    cfg_coef: float = 1.0  # classifier-free guidance: uncond + cfg_coef * (cond - uncond) on log-probs;
+    #                        > 1 follows the condition (audio or caption) more closely; 1 = off
     repetition_penalty: float = 1.0  # > 1 damps ids already in the prompt or output (CTRL); 1 = off
     stop_ids: tuple[int, ...] = ()  # a row ends once it emits one of these (kept in its output)
     seed: int | None = None  # seeds this call's sampling RNG (same seed, same ids); None = torch's global RNG
@@ -32,6 +34,8 @@ class GenerationConfig:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.cfg_coef < float("inf"):
+            raise ValueError(f"cfg_coef must be finite and >= 0, got {self.cfg_coef} (1 = no guidance)")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         return self
