@@ -85,13 +85,14 @@ def waveform_features(x: torch.Tensor, sr: int) -> dict[str, np.ndarray]:
             "audio_key": np.asarray(key, np.float32)}  # fmt: skip
 
 
-def probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], steps: int = 400) -> float:
-    """Test accuracy of logistic regression on x["train"] -> y["train"], weight decay picked on valid."""
+def fit_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], steps: int = 400):
+    """Logistic regression on x["train"] -> y["train"], weight decay picked on valid.
+    Returns (predict: features (N, D) -> class ids (N,), test accuracy)."""
     mu, sd = x["train"].mean(0), x["train"].std(0) + 1e-4
     xs = {k: torch.from_numpy((v - mu) / sd) for k, v in x.items()}
     ys = {k: torch.from_numpy(v) for k, v in y.items()}
     n_classes = int(max(v.max() for v in y.values())) + 1
-    best = (-1.0, 0.0)
+    best = (-1.0, 0.0, None)
     for wd in (1e-3, 1e-2, 1e-1, 1.0):
         torch.manual_seed(0)
         lin = torch.nn.Linear(xs["train"].shape[1], n_classes)
@@ -102,8 +103,20 @@ def probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], steps: int = 400) 
             opt.step()
         with torch.no_grad():
             acc = {k: float((lin(xs[k]).argmax(1) == ys[k]).float().mean()) for k in ("valid", "test")}
-        best = max(best, (acc["valid"], acc["test"]))
-    return best[1]
+        if acc["valid"] > best[0]:
+            best = (acc["valid"], acc["test"], lin)
+    lin = best[2]
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return lin(torch.from_numpy((features - mu) / sd)).argmax(1).numpy()
+
+    return predict, best[1]
+
+
+def probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], steps: int = 400) -> float:
+    """Test accuracy of logistic regression on x["train"] -> y["train"], weight decay picked on valid."""
+    return fit_probe(x, y, steps)[1]
 
 
 def main() -> None:

@@ -73,6 +73,13 @@ def test_guided_generation_uses_the_audio_template_as_the_unconditional_twin(mod
     for caption in (CAPTION, "fast violin"):
         wav, _ = generate_music(model, tokenizer, caption, 0.5, GenerationConfig(cfg_coef=0.0, **greedy))
         np.testing.assert_array_equal(wav, uncond[:, : wav.shape[1]])
+    # By default music is guided with MusicGen's settings: top_k=250, cfg_coef=3.
+    runs = []
+    for generation in (None, GenerationConfig(top_k=250, cfg_coef=3.0), GenerationConfig(top_k=250)):
+        torch.manual_seed(5)
+        runs.append(generate_music(model, tokenizer, CAPTION, 0.5, generation)[0])
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
 
 
 def test_write_wav_and_bad_inputs(model, tokenizer, tmp_path):
