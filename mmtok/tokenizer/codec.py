@@ -23,7 +23,6 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -126,13 +125,6 @@ def _load_pretrained(name: str, repository):
 
 
 # ---- the codec ----------------------------------------------------------------------------------
-@dataclass
-class ChunkPlan:
-    chunk: int  # codec-rate samples per window (before context)
-    context: int  # samples of context each side whose frames are discarded (right: 0 if causal)
-    causal: bool
-
-
 class Codec:
     """An EnCodec model at one bandwidth: waveform <-> `AudioCodes`."""
 
