@@ -45,8 +45,9 @@ class DemoConfig:
     seed: int = 0  # corpus plan, codec fit, training: the whole run is deterministic from it
     codec: str = "auto"  # auto: pretrained encodec_24khz if its weights are on disk, else fit one; or a name/path
     codec_preset: str = "small"  # `mmtok codec fit` preset when fitting
-    codec_minutes: float = 40.0  # wall-clock budget of the codec fit, in total over resumed runs (the
-    #   biggest lever measured: 12 -> 24 min lifted the captioner's family accuracy 0.48 -> 0.65)
+    codec_minutes: float = 60.0  # wall-clock budget of the codec fit, in total over resumed runs (the
+    #   biggest lever measured: 12 -> 24 min lifted the captioner's family accuracy 0.48 -> 0.65,
+    #   40 -> 60 min 0.76-0.77 -> 0.80-0.82; docs/demo-results.md)
     bandwidth: float | None = None  # codec bandwidth in kbps (None: the codec's default)
     n_codebooks: int = 2  # codebooks per frame the model sees (the token budget's main lever)
     vocab_size: int = 600  # SentencePiece pieces (captions use a small vocabulary)
