@@ -11,6 +11,7 @@ setup-test:
 demo: setup
 	.venv/bin/mmtok demo --out runs/demo $(ARGS)
 
-# The test suite (what CI runs via .ci/run).
+# The test suite (what CI runs via .ci/run): lint and import order first, then pytest.
 test: setup-test
+	.venv/bin/ruff check .
 	.venv/bin/python -m pytest tests $(ARGS)

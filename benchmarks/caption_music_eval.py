@@ -35,8 +35,8 @@ def build_assets(tmp: Path):
     import soundfile as sf
     from music21 import corpus
 
-    from mmtok.data.render import available_soundfonts, render_score
-    from mmtok.tokenizer.codec_fit import fit_codec
+    from mmtok.codec.fit import fit_codec
+    from mmtok.demo.render import available_soundfonts, render_score
     from mmtok.tokenizer.multimodal import MultimodalTokenizer
 
     font = next(iter(available_soundfonts().values()))

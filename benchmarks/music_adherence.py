@@ -39,9 +39,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    from mmtok.checkpoint import load_for_inference
     from mmtok.generate.music import generate_codes_batch
     from mmtok.generate.sampling import GenerationConfig
-    from mmtok.training.checkpoint import load_for_inference
 
     model, _, tok = load_for_inference(args.demo / "train")
     splits = ("train", "valid", "test")

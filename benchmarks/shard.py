@@ -20,7 +20,7 @@ from pathlib import Path
 
 def prepare(workdir: Path, size: str = "smoke", tokenizer: str | None = None) -> tuple[Path, Path]:
     """(corpus dir, tokenizer dir): the demo corpus, and a tokenizer fitted on it unless given."""
-    from mmtok.data.corpus import build_demo_corpus
+    from mmtok.demo.corpus import build_demo_corpus
 
     corpus = workdir / f"corpus-{size}"
     build_demo_corpus(corpus, size=size, seed=0, progress=False)
@@ -28,7 +28,7 @@ def prepare(workdir: Path, size: str = "smoke", tokenizer: str | None = None) ->
         return corpus, Path(tokenizer)
     tok_dir = workdir / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
-        from mmtok.tokenizer.codec_fit import fit_codec
+        from mmtok.codec.fit import fit_codec
         from mmtok.tokenizer.multimodal import MultimodalTokenizer
 
         codec = fit_codec(corpus / "audio", workdir / "codec", minutes=0.2, preset="tiny", progress=False)

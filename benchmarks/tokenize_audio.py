@@ -39,7 +39,7 @@ def render_clips(out: Path, n: int, sample_rate: int = 44100) -> list[Path]:
     """n real music clips (first 8 measures of chorales, GM instruments), 44.1 kHz mono."""
     from music21 import corpus
 
-    from mmtok.data.render import available_soundfonts, render_score
+    from mmtok.demo.render import available_soundfonts, render_score
 
     fonts = list(available_soundfonts().values())
     paths = []
@@ -64,8 +64,8 @@ def long_file(out: Path, clips: list[Path], minutes: float) -> Path:
 
 
 def resolve_weights(codec: str, bandwidth: float, repository, clips, workdir: Path):
+    from mmtok.codec.kmeans import kmeans_encodec_repository
     from mmtok.tokenizer.codec import pretrained_available
-    from mmtok.tokenizer.codec_fit import kmeans_encodec_repository
 
     if pretrained_available(codec, repository):
         return repository, "pretrained"

@@ -36,8 +36,8 @@ import time
 
 import numpy as np
 import torch
-from common import add_model_args, model_config
 import torch.nn.functional as F
+from common import add_model_args, model_config
 
 
 def make_documents(layout, templates, n_docs: int, seq_len: int, clip_seconds: float, frame_rate: float,
@@ -139,6 +139,7 @@ def main() -> None:
     from mmtok.config import load_config
     from mmtok.data.packing import Packer, collate_rows
     from mmtok.export.hf import hf_state_dict, llama_config
+    from mmtok.model.attention import seqlens_of
     from mmtok.tokenizer.layout import IGNORE_INDEX, VocabLayout
 
     # The demo's vocabulary: 600 SentencePiece pieces, 2 codebooks of 1024 codes (configs/demo.yaml dims).
@@ -215,9 +216,9 @@ def main() -> None:
     # Attention FLOPs at each document's own length, as the training loop counts them
     # (ModelConfig.flops): a packed row of short documents does less attention work than one long one.
     # effective_context = sum(n^2) / sum(n), the single length with the same attention work.
-    seg = torch.tensor([n for b in packed for n in b.seqlens()], dtype=torch.float64)
+    seg = torch.tensor([n for b in packed for n in seqlens_of(b.doc_ids)], dtype=torch.float64)
     effective_t = float((seg**2).sum() / seg.sum())
-    flops = sum(cfg.flops(b.seqlens()) for b in packed) / packed_positions * ours_per_s / 1e9
+    flops = sum(cfg.flops(seqlens_of(b.doc_ids)) for b in packed) / packed_positions * ours_per_s / 1e9
     flops_6n = 6 * cfg.num_params(embedding=False) * ours_per_s / 1e9
     peak = max(peak_before, matmul_peak_gflops())
 

@@ -1,1 +1,7 @@
-from mmtok.cli import main; import sys; sys.exit(main())
+"""`python -m mmtok ...`: the same as the `mmtok` command."""
+
+import sys
+
+from mmtok.cli import main
+
+sys.exit(main())

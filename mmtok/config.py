@@ -1,17 +1,22 @@
 """The run config: one dataclass tree, loaded from YAML plus dotted command-line overrides.
 
     RunConfig
-      model      ModelConfig     (mmtok.model.config)       -> .build() the Transformer
-      data       DataConfig      (mmtok.data.loader)        -> .build() the PackedBatch stream
-      optim      OptimConfig     (mmtok.training.optim)     -> .build() AdamW
-      schedule   ScheduleConfig  (mmtok.training.schedule)  -> .build() warmup + cosine
+      model      ModelConfig     (mmtok.model.config)      -> .build() the Transformer
+      data       DataConfig      (mmtok.data.loader)       -> .build() the PackedBatch stream
+      optim      OptimConfig     (mmtok.optim.optimizer)   -> .build() AdamW
+      schedule   ScheduleConfig  (mmtok.optim.schedule)    -> .build() warmup + cosine
       train      TrainConfig     (below: steps, batch, checkpoints, precision, parallelism)
-      wandb      WandbConfig     (mmtok.training.wandb_log)
+      wandb      WandbConfig     (below: read by mmtok.training.wandb_log)
       tokenizer  str             (tokenizer directory)
 
-`load_config("configs/tiny.yaml", ["model.n_layers=4", "optim.lr=3e-4", "tokenizer=DIR"])`
-reads the YAML, applies the overrides, and builds the tree. Unknown keys fail with the closest
-known names; values from the command line are strings and are coerced to the field's type.
+`load_config("tiny", ["model.n_layers=4", "optim.lr=3e-4", "tokenizer=DIR"])` reads a shipped
+preset (mmtok/configs/<name>.yaml, package data) or any YAML path, applies the overrides, builds
+the tree and resolves it (`RunConfig.resolve`). Unknown keys fail with the closest known names;
+values from the command line are strings and are coerced to the field's type.
+
+Each setting has one source of truth: the data section's row length, batch size and seed are
+left unset (None) and taken from `model.max_seq_len`, `train.micro_batch_size` and `train.seed`;
+a value set in both places that cannot work together is an error naming both keys.
 """
 
 from __future__ import annotations
@@ -28,9 +33,8 @@ import yaml
 
 from mmtok.data.loader import DataConfig
 from mmtok.model.config import ModelConfig
-from mmtok.training.optim import OptimConfig
-from mmtok.training.schedule import ScheduleConfig
-from mmtok.training.wandb_log import WandbConfig
+from mmtok.optim.optimizer import OptimConfig
+from mmtok.optim.schedule import ScheduleConfig
 
 
 class ConfigError(ValueError):
@@ -69,6 +73,17 @@ class TrainConfig:
 
 
 @dataclass
+class WandbConfig:
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: $WANDB_MODE, else online with an API key, else offline
+    project: str = "mmtok"  # wandb project
+    entity: str | None = None  # wandb team or user; None = the key's default
+    name: str | None = None  # run name; None = the name of train.out_dir
+    group: str | None = None  # group runs (e.g. a sweep)
+    tags: list[str] = field(default_factory=list)  # free-form run tags
+    init_timeout: float = 60.0  # seconds to wait for the server before falling back to offline
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -86,6 +101,24 @@ class RunConfig:
 
     def save(self, path) -> None:
         Path(path).write_text(self.to_yaml())
+
+    def resolve(self) -> RunConfig:
+        """Fill the data settings left unset from the sections that own them; refuse conflicts."""
+        data, model, train = self.data, self.model, self.train
+        if data.seq_len is None:
+            data.seq_len = model.max_seq_len
+        elif data.seq_len > model.max_seq_len:
+            raise ConfigError(f"data.seq_len={data.seq_len} is longer than model.max_seq_len={model.max_seq_len}: "
+                              "rows must fit the model's context (leave data.seq_len unset to use it)")
+        if data.batch_size is None:
+            data.batch_size = train.micro_batch_size
+        elif data.batch_size != train.micro_batch_size:
+            raise ConfigError(f"data.batch_size={data.batch_size} differs from train.micro_batch_size="
+                              f"{train.micro_batch_size}: the loader's batches are the micro-batches "
+                              "(leave data.batch_size unset and set train.micro_batch_size)")
+        if data.seed is None:
+            data.seed = train.seed
+        return self
 
     def set_vocab_size(self, tokenizer_vocab: int) -> None:
         """Size the embedding for the tokenizer (unset: take its size; smaller: error)."""
@@ -199,13 +232,33 @@ def apply_override(tree: dict, override: str) -> None:
     node[leaf] = value
 
 
+# ---- shipped presets ----------------------------------------------------------------------------
+
+PRESETS_DIR = Path(__file__).parent / "configs"  # package data; the repository's configs/ points here
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def config_path(spec: str | Path) -> Path:
+    """A YAML file that exists, else a shipped preset named by `spec` ("demo_small",
+    "demo_small.yaml" or "configs/demo_small.yaml": the last works from any directory)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if path.parent in (Path("."), Path("configs")):
+        preset = PRESETS_DIR / f"{path.stem if path.suffix in ('.yaml', '.yml') else path.name}.yaml"
+        if preset.is_file():
+            return preset
+    raise ConfigError(f"config {spec} does not exist: neither a file nor a shipped preset ({', '.join(preset_names())})")
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """YAML file (optional) + dotted overrides -> RunConfig."""
+    """YAML file or preset name (optional) + dotted overrides -> resolved RunConfig."""
     tree: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+        path = config_path(path)
         try:
             tree = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
@@ -219,6 +272,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         # Shape errors (heads not dividing width, ...) now, not after the tokenizer has loaded;
         # the vocabulary is checked against the tokenizer later (RunConfig.set_vocab_size).
         dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or 1).validate()
+        cfg.resolve()
     except ValueError as e:
         raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from None
     return cfg

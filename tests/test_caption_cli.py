@@ -45,7 +45,7 @@ def test_caption_cli_prints_one_caption_per_file(trained_run, real_audio_files, 
 
 
 def test_generate_cli_writes_the_requested_length(trained_run, tmp_path, capsys):
-    from mmtok.training.checkpoint import load_for_inference
+    from mmtok.checkpoint import load_for_inference
 
     out = tmp_path / "x.wav"
     rc, stdout, err = run_cli(capsys, "generate", "--checkpoint", trained_run, "a slow piano piece in D minor",

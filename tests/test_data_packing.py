@@ -7,8 +7,15 @@ import torch
 from mmtok.data.loader import DataConfig
 from mmtok.data.packing import Packer, collate_rows
 from mmtok.data.stream import ShardStream, StreamConfig, resolve_shards
-from mmtok.data.templates import (CAPTION_INSTRUCTIONS, Document, TemplateConfig, caption_prompt_ids,
-                                  generate_prompt_ids, make_document)  # fmt: skip
+from mmtok.data.templates import (
+    CAPTION_INSTRUCTIONS,
+    Document,
+    TemplateConfig,
+    caption_prompt_ids,
+    generate_prompt_ids,  # fmt: skip
+    make_document,
+)
+from mmtok.model.attention import seqlens_of
 from mmtok.tokenizer.layout import IGNORE_INDEX, TASK_AUDIO, TASK_CAPTION, TASK_GENERATE, TASK_TEXT, Modality
 
 
@@ -133,7 +140,7 @@ def check_row_invariants(batch, layout):
 def test_packed_batches_keep_documents_apart(tokenizer, data_shards):
     from xformers.ops.fmha.attn_bias import BlockDiagonalCausalMask
 
-    cfg = DataConfig(train_shards=str(data_shards / "shards.jsonl#train"), seq_len=256, batch_size=4, workers=0,
+    cfg = DataConfig(train_shards=str(data_shards / "shards.jsonl#train"), seq_len=256, batch_size=4, seed=0, workers=0,
                      shuffle_buffer=4)  # fmt: skip
     real = total = 0
     for i, batch in enumerate(cfg.build(tokenizer)):
@@ -144,7 +151,7 @@ def test_packed_batches_keep_documents_apart(tokenizer, data_shards):
         if i == 0:
             # The mask the model builds from the segments (xformers is the oracle) is exactly
             # "same document, causal": no position can attend across documents or rows.
-            mask = BlockDiagonalCausalMask.from_seqlens(batch.seqlens()).materialize((4 * 256, 4 * 256))
+            mask = BlockDiagonalCausalMask.from_seqlens(seqlens_of(batch.doc_ids)).materialize((4 * 256, 4 * 256))
             allowed = torch.isfinite(mask)
             flat_doc = (batch.doc_ids + torch.arange(4)[:, None] * 1000).flatten()
             q, k = torch.meshgrid(torch.arange(4 * 256), torch.arange(4 * 256), indexing="ij")

@@ -3,7 +3,6 @@ report is complete with metrics computed on captions the trained model really ge
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, 
     cfg = DemoConfig(
         out=str(tmp_path / "demo"), size="smoke", clips_per_piece=2,
         codec="fit", codec_preset="tiny", codec_minutes=0.1,
-        config="configs/tiny.yaml", train_minutes=5.0, generate_seconds=1.0,
+        config="tiny", train_minutes=5.0, generate_seconds=1.0,
         overrides=["train.max_steps=60", "data.seq_len=512", "model.max_seq_len=512", "train.eval_interval=0",
                    "data.workers=0"],
     )
@@ -69,10 +68,9 @@ def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, 
     moved = tmp_path / "elsewhere" / "demo"
     moved.parent.mkdir()
     out.rename(moved)
-    config = str(Path(cfg.config).resolve())  # configs/ is relative to the repository
     monkeypatch.chdir(moved.parent)
     shutil.rmtree(moved / "tokenizer")
-    DemoPipeline(DemoConfig(**{**cfg.__dict__, "out": "demo", "config": config})).run(stages=["tokenizer"], force=True)
+    DemoPipeline(DemoConfig(**{**cfg.__dict__, "out": "demo"})).run(stages=["tokenizer"], force=True)
     assert (moved / "tokenizer" / "codec" / "codec.json").is_file()  # the fitted codec, copied in
 
 
@@ -82,38 +80,34 @@ def again_stage_done(pipe, name):
     return Stage(pipe.cfg, name, pipe.stage_params(name)).done()
 
 
-def test_training_schedule_is_sized_to_the_time_budget_and_an_explicit_step_count_wins():
+def test_training_schedule_comes_from_the_config_the_step_count_or_the_rate():
     from mmtok.config import load_config
 
     def run_config(**kw):
         pipe = DemoPipeline(DemoConfig(**kw))
         return load_config(pipe.cfg.config, pipe.train_overrides())
 
-    cfg = run_config(train_minutes=10, steps_per_minute=66.0)
-    assert cfg.train.max_steps == 660 and cfg.train.max_minutes == 10  # cosine ends when the budget does
+    as_configured = load_config(DemoConfig().config).train.max_steps
+    assert as_configured == 2550  # demo_small's schedule, the one the results were measured with
+    cfg = run_config(train_minutes=10)
+    assert cfg.train.max_steps == as_configured and cfg.train.max_minutes == 10  # the minutes only cap it
+    assert run_config(train_steps=700).train.max_steps == 700
+    assert run_config(train_minutes=10, steps_per_minute=66.0).train.max_steps == 660
     assert run_config(train_minutes=40, steps_per_minute=66.0).train.max_steps == 2640  # longer budget, longer schedule
     assert run_config(train_minutes=10, steps_per_minute=66.0, overrides=["train.max_steps=7"]).train.max_steps == 7
-    as_configured = load_config(DemoConfig().config).train.max_steps
-    assert run_config(train_minutes=10, steps_per_minute=0).train.max_steps == as_configured
 
 
-def test_default_schedule_rate_follows_the_training_precision():
-    """The default rate is demo_small's measured one at the precision training will run in: bf16
-    where this CPU has it in hardware (AVX512-BF16 / AMX), else fp32; an explicit precision wins."""
-    import torch
+def test_the_whole_configuration_is_checked_before_the_first_stage(tmp_path, monkeypatch):
+    from mmtok.config import ConfigError
 
-    from mmtok.demo.pipeline import STEPS_PER_MINUTE
-    from mmtok.training.parallelize import autocast_dtype, cpu_has_native_bf16
-
-    def rate(*overrides):
-        return DemoPipeline(DemoConfig(train_minutes=10, overrides=list(overrides))).steps_per_minute()
-
-    assert rate("train.precision=fp32", "train.device=cpu") == STEPS_PER_MINUTE["fp32"]
-    assert rate("train.precision=bf16", "train.device=cpu") == STEPS_PER_MINUTE["bf16"]
-    auto = "bf16" if cpu_has_native_bf16() else "fp32"
-    assert autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if auto == "bf16" else None)
-    assert rate("train.device=cpu") == STEPS_PER_MINUTE[auto]
-    assert STEPS_PER_MINUTE["bf16"] > STEPS_PER_MINUTE["fp32"]
+    monkeypatch.chdir(tmp_path)  # the preset is package data: found from any working directory
+    DemoPipeline(DemoConfig(out="demo")).validate()
+    for bad, match in [(dict(overrides=["model.dimm=3"]), "model.dimm"), (dict(config="nope"), "nope"),
+                       (dict(overrides=["data.seq_len=4096"]), "model.max_seq_len"),
+                       (dict(codec_preset="huge"), "huge"), (dict(size="medium"), "medium")]:
+        with pytest.raises((ConfigError, ValueError), match=match):
+            DemoPipeline(DemoConfig(out="demo", **bad)).run()
+    assert not (tmp_path / "demo").exists()  # nothing was started
 
 
 def test_custom_corpus_size_reaches_the_corpus_stage_and_its_fingerprint():

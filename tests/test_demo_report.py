@@ -6,6 +6,7 @@ import pytest
 
 from mmtok.config import load_config
 from mmtok.demo.report import loss_curve_series, plot_loss_curves, read_metrics, smoothed
+from mmtok.training.evals import default_evals
 from mmtok.training.loop import train
 from tests.fixtures.training import TINY, tiny_overrides
 
@@ -18,10 +19,11 @@ def test_smoothed_is_a_debiased_moving_average():
 
 def test_loss_curves_hold_the_training_and_held_out_losses(tokenizer_dir, train_shards, tmp_path):
     out = tmp_path / "run"
-    train(load_config(TINY, tiny_overrides(
+    cfg = load_config(TINY, tiny_overrides(
         tokenizer_dir, train_shards, out, "train.max_steps=4", "train.eval_interval=2", "train.eval_captions=0",
         f"data.valid_shards={train_shards / 'shards.jsonl'}#valid", "train.eval_sequences=4",
-    )))  # fmt: skip
+    ))  # fmt: skip
+    train(cfg, eval_callbacks=default_evals(cfg))
     records = read_metrics(out / "metrics.jsonl")
     held_out = read_metrics(out / "eval.jsonl", required=False)
     series = loss_curve_series(records, held_out)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mmtok.data.captions import GM_INSTRUMENTS, describe, family_of, tempo_class
-from mmtok.eval.attributes import DEMO_GROUPS, demo_attribute_accuracy, parse_demo_caption
+from mmtok.demo.attributes import DEMO_GROUPS, demo_attribute_accuracy, parse_demo_caption
+from mmtok.demo.captions import GM_INSTRUMENTS, describe, family_of, tempo_class
 
 # (GM program, BPM, key, mode, meter): 6 clips; violin and key "D minor" are the majorities.
 CLIPS = [(40, 60, "D", "minor", "3/4"), (40, 130, "D", "minor", "4/4"), (40, 90, "G", "major", "4/4"),

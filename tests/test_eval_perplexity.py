@@ -12,7 +12,7 @@ from mmtok.tokenizer.layout import IGNORE_INDEX, Modality
 
 
 def test_perplexity_equals_hand_computation(trained_run, clip_shards):
-    from mmtok.training.checkpoint import load_for_inference
+    from mmtok.checkpoint import load_for_inference
 
     model, run_config, tok = load_for_inference(trained_run)
     shards = f"{clip_shards / 'shards.jsonl'}#valid"

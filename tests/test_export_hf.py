@@ -122,9 +122,9 @@ def test_cli_exports_a_training_checkpoint(tmp_path, tokenizer, capsys):
     """`mmtok export-hf` on a checkpoint written by the training code's own save_checkpoint."""
     from transformers import LlamaForCausalLM
 
+    from mmtok.checkpoint import save_checkpoint
     from mmtok.cli import main
     from mmtok.config import RunConfig
-    from mmtok.training.checkpoint import save_checkpoint
 
     model = _model(tokenizer)
     tok_dir = tmp_path / "tokenizer"

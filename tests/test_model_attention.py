@@ -3,8 +3,15 @@
 import pytest
 import torch
 
-from mmtok.data.batch import PackedBatch, segment_starts
-from mmtok.model.attention import AttentionMask, attend, block_causal_mask, resolve_backend, xformers_bias
+from mmtok.model.attention import (
+    AttentionMask,
+    attend,
+    block_causal_mask,
+    resolve_backend,
+    segment_starts,
+    seqlens_of,
+    xformers_bias,
+)
 
 # Two packed rows: three documents then padding; one document filling the row.
 DOC_IDS = torch.tensor([[0] * 5 + [1] * 7 + [2] * 3 + [-1] * 3, [0] * 18], dtype=torch.int32)
@@ -52,10 +59,7 @@ def test_xformers_bias_materializes_to_our_block_mask():
 
     b, t = DOC_IDS.shape
     mask = AttentionMask.from_doc_ids(DOC_IDS, "xformers")
-    batch = PackedBatch(tokens=torch.zeros(b, t, dtype=torch.long), targets=torch.zeros(b, t, dtype=torch.long),
-                        positions=torch.zeros(b, t, dtype=torch.long), doc_ids=DOC_IDS,
-                        modality=torch.zeros(b, t, dtype=torch.int8))
-    assert mask.seqlens == batch.seqlens() == [5, 7, 3, 3, 18]
+    assert mask.seqlens == seqlens_of(DOC_IDS) == [5, 7, 3, 3, 18]
     bias = xformers_bias(mask, b, t)  # what the xformers backend passes to its kernel
     assert isinstance(bias, fmha.attn_bias.BlockDiagonalCausalMask)
     theirs = bias.materialize((b * t, b * t)) == 0  # 0 where visible, -inf elsewhere

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mmtok.training import checkpoint as ckpt
+from mmtok import checkpoint as ckpt
 from tests.fixtures.training import REPO, read_metrics, tiny_overrides
 from tests.slurm_cluster import SlurmCluster, missing_requirements
 

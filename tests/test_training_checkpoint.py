@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from mmtok import checkpoint as ckpt
 from mmtok.config import load_config
 from mmtok.tokenizer.layout import LayoutMismatchError
-from mmtok.training import checkpoint as ckpt
 from mmtok.training.loop import train
 from tests.fixtures.training import REPO, TINY, subprocess_env, tiny_overrides
 
@@ -21,7 +21,7 @@ SAVER = """
 import sys, torch
 from mmtok.config import load_config
 from mmtok.tokenizer.multimodal import MultimodalTokenizer
-from mmtok.training import checkpoint as ckpt
+from mmtok import checkpoint as ckpt
 torch.manual_seed(0)
 cfg = load_config(sys.argv[1], sys.argv[3:])
 tok = MultimodalTokenizer.from_pretrained(cfg.tokenizer)

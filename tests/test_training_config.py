@@ -100,3 +100,37 @@ def test_cli_prints_the_resolved_config_and_reports_errors(tmp_path, capsys):
     proc = subprocess.run([sys.executable, str(REPO / "train" / "pretrain.py"), str(REPO / "configs" / "tiny.yaml"),
                            "schedule.warmup=3"], capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert proc.returncode == 2 and "did you mean 'schedule.warmup_steps'" in proc.stderr
+
+
+def test_presets_are_package_data_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    from mmtok.config import PRESETS_DIR, preset_names
+
+    assert PRESETS_DIR.parent.name == "mmtok" and set(preset_names()) == {p.stem for p in PRESETS}
+    monkeypatch.chdir(tmp_path)
+    for spec in ("demo_small", "demo_small.yaml", "configs/demo_small.yaml"):
+        assert load_config(spec).model.dim == 256, spec
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("model:\n  dim: 32\n  n_heads: 2\n")
+    assert load_config(mine).model.dim == 32  # an explicit path still works
+    with pytest.raises(ConfigError, match="demo_smal does not exist: neither a file nor a shipped preset.*demo_small"):
+        load_config("demo_smal")
+    # The command, installed, from another directory: --config NAME or the positional form.
+    for argv in (["--config", "demo_small"], ["demo_small"]):
+        proc = subprocess.run([sys.executable, "-m", "mmtok", "train", *argv, "optim.lr=5e-4", "--print-config"],
+                              cwd=tmp_path, capture_output=True, text=True, check=True)
+        assert "lr: 0.0005" in proc.stdout and "dim: 256" in proc.stdout
+    assert mmtok_main(["train", "--config", "tiny", "tiny"]) == 2  # a second config is not an override
+
+
+def test_data_settings_come_from_the_sections_that_own_them():
+    cfg = load_config("tiny", ["train.seed=5", "train.micro_batch_size=2"])
+    assert (cfg.data.seq_len, cfg.data.batch_size, cfg.data.seed) == (cfg.model.max_seq_len, 2, 5)
+    shorter = load_config("tiny", ["data.seq_len=128", "data.seed=9"])
+    assert shorter.data.seq_len == 128 and shorter.data.seed == 9  # shorter rows / own data order: fine
+    with pytest.raises(ConfigError, match=r"data\.seq_len=512 .*model\.max_seq_len=256"):
+        load_config("tiny", ["data.seq_len=512"])
+    with pytest.raises(ConfigError, match=r"data\.batch_size=3 .*train\.micro_batch_size=4"):
+        load_config("tiny", ["data.batch_size=3"])
+    # A RunConfig built in Python is resolved the same way before training.
+    built = RunConfig()
+    assert built.resolve().data.seq_len == built.model.max_seq_len

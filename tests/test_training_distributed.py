@@ -4,7 +4,7 @@ DDP; a checkpoint from one parallelism resumes under the other."""
 import pytest
 import torch
 
-from mmtok.training import checkpoint as ckpt
+from mmtok import checkpoint as ckpt
 from tests.fixtures.training import TINY, _worker_main, read_metrics, run_pretrain, tiny_overrides
 
 STEPS = 6

@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
+from mmtok import checkpoint as ckpt
 from mmtok.config import load_config
-from mmtok.training import checkpoint as ckpt
 from mmtok.training.loop import train
 from tests.fixtures.training import REPO, TINY, pretrain_cmd, read_metrics, subprocess_env, tiny_overrides
 

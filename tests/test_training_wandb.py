@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mmtok.config import load_config
+from mmtok.training.evals import default_evals
 from mmtok.training.loop import train
 from mmtok.training.wandb_log import WandbConfig, WandbLogger
 from tests.fixtures.training import TINY, read_metrics, tiny_overrides
@@ -52,10 +53,11 @@ def item_key(item) -> str:
 @pytest.fixture(scope="module")
 def offline_run(tokenizer_dir, train_shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("wandb_run")
-    train(load_config(TINY, tiny_overrides(
+    cfg = load_config(TINY, tiny_overrides(
         tokenizer_dir, train_shards, out, "train.max_steps=4", "wandb.mode=offline", "train.eval_interval=2",
         f"data.valid_shards={train_shards / 'shards.jsonl'}#valid", "train.eval_captions=2", "train.eval_sequences=4",
-    )))  # fmt: skip
+    ))  # fmt: skip
+    train(cfg, eval_callbacks=default_evals(cfg))
     return out
 
 

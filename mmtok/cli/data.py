@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mmtok.data.corpus import CAPTIONS_PER_CLIP
+from mmtok.demo.corpus import CAPTIONS_PER_CLIP
 
 
 def register(subparsers) -> None:
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
 
 
 def _demo_corpus(args) -> None:
-    from mmtok.data.corpus import build_demo_corpus, corpus_size
+    from mmtok.demo.corpus import build_demo_corpus, corpus_size
 
     size = corpus_size(args.size, args.pieces, args.clips_per_piece)
     summary = build_demo_corpus(args.out, size=size, seed=args.seed, workers=args.workers,

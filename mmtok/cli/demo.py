@@ -19,16 +19,19 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="re-run stages even when complete")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--codec", default=d.codec, help="auto | fit | encodec_24khz | encodec_48khz | PATH")
-    p.add_argument("--codec-minutes", type=float, default=d.codec_minutes, help="codec fit budget in minutes, in total (more than a finished fit had resumes it)")
+    p.add_argument("--codec-minutes", type=float, default=d.codec_minutes,
+                   help="codec fit budget in minutes, in total (more than a finished fit had resumes it)")
     p.add_argument("--codec-preset", default=d.codec_preset)
     p.add_argument("--bandwidth", type=float, default=d.bandwidth, help="codec bandwidth in kbps")
     p.add_argument("--n-codebooks", type=int, default=d.n_codebooks, help="codebooks per frame the model sees")
     p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="SentencePiece vocabulary size")
-    p.add_argument("--config", default=d.config, help="training preset YAML")
-    p.add_argument("--train-minutes", type=float, default=d.train_minutes, help="training budget (wall clock)")
+    p.add_argument("--config", default=d.config, help=f"training preset name or YAML path (default {d.config})")
+    p.add_argument("--train-minutes", type=float, default=d.train_minutes,
+                   help=f"wall-clock cap on training (default {d.train_minutes:g}); it checkpoints and stops there")
+    p.add_argument("--train-steps", type=int, default=d.train_steps,
+                   help="length of the LR schedule (default: the config's train.max_steps, 2550 for demo_small)")
     p.add_argument("--steps-per-minute", type=float, default=d.steps_per_minute,
-                   help="size the LR schedule to the budget: max_steps = train minutes x this "
-                   "(default: demo_small's measured rate at the training precision; 0: the config's max_steps)")
+                   help="or size the schedule to the cap: train steps = train minutes x this rate")
     p.add_argument("--prompt", default=d.generate_prompt, help="text prompt for the generated audio sample")
     p.add_argument("overrides", nargs="*", help="dotted training overrides, e.g. model.n_layers=4")
     p.set_defaults(func=run)
@@ -41,7 +44,7 @@ def demo_config(args) -> DemoConfig:
         codec=args.codec, codec_preset=args.codec_preset,
         codec_minutes=args.codec_minutes, bandwidth=args.bandwidth, n_codebooks=args.n_codebooks,
         vocab_size=args.vocab_size, config=args.config, train_minutes=args.train_minutes,
-        steps_per_minute=args.steps_per_minute, overrides=list(args.overrides), generate_prompt=args.prompt,
+        train_steps=args.train_steps, steps_per_minute=args.steps_per_minute, overrides=list(args.overrides), generate_prompt=args.prompt,
     )
 
 

@@ -30,6 +30,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from mmtok.cli import CLIError
+    from mmtok.demo.attributes import DEMO_GRAMMAR
     from mmtok.eval.evaluate import default_out_dir, evaluate
     from mmtok.eval.report import write_report
     from mmtok.generate.captioner import Captioner
@@ -39,7 +40,7 @@ def run(args) -> int:
     with user_errors():
         captioner = Captioner.from_checkpoint(args.checkpoint, caption_config(args), device=args.device)
         report = evaluate(captioner, args.manifest, shards=args.shards, run_config=captioner.run_config,
-                          attributes=args.attributes, limit=args.limit, meteor=args.meteor,
+                          attributes=DEMO_GRAMMAR if args.attributes else None, limit=args.limit, meteor=args.meteor,
                           ppl_rows=args.ppl_rows, device=args.device)
     json_path, md_path = write_report(args.out or default_out_dir(captioner.source), report)
     for name, value in report["caption_metrics"].items():

@@ -22,9 +22,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
+    from mmtok.checkpoint import CheckpointError, load_for_inference
     from mmtok.cli import CLIError
     from mmtok.export.hf import export_hf
-    from mmtok.training.checkpoint import CheckpointError, load_for_inference
 
     try:
         model, run_config, tokenizer = load_for_inference(args.checkpoint)

@@ -46,9 +46,9 @@ def generation_config(args, max_new_tokens: int = 256):
 @contextmanager
 def user_errors():
     """Checkpoint and tool errors become one-line CLI errors (no traceback)."""
+    from mmtok.checkpoint import CheckpointError
     from mmtok.cli import CLIError
     from mmtok.eval.caption_metrics import MetricToolError
-    from mmtok.training.checkpoint import CheckpointError
 
     try:
         yield
@@ -160,8 +160,8 @@ def run_caption(args) -> int:
 
 
 def run_generate(args) -> int:
+    from mmtok.checkpoint import load_for_inference
     from mmtok.generate.music import generate_music, write_wav
-    from mmtok.training.checkpoint import load_for_inference
 
     with user_errors():
         model, _, tokenizer = load_for_inference(args.checkpoint, device=args.device)

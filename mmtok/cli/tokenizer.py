@@ -61,7 +61,7 @@ def register(subparsers) -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="training wall-time budget, in total over resumed runs of the same --out (k-means is extra)")
     p.add_argument("--max-steps", type=int, default=None, help="also stop after this many steps in total")
     p.add_argument("--preset", default="small",
-                   help="tiny (tests, seconds) or small (CPU demo, 25 Hz, 8x1024 codes); see codec_fit.PRESETS")
+                   help="tiny (tests, seconds) or small (CPU demo, 25 Hz, 8x1024 codes); see mmtok.codec.fit.PRESETS")
     p.add_argument("--adversarial", action="store_true", help="add the MS-STFT discriminator + loss balancer")
     p.add_argument("--seed", type=int, default=0, help="crops, which files the audio cap keeps, k-means, init")
     p.add_argument("--name", default=None, help="codec name (default mmtok_<preset>)")
@@ -192,7 +192,7 @@ def _inspect(args):
 
 @_cli_errors
 def _fit(args):
-    from mmtok.tokenizer.codec_fit import fit_codec
+    from mmtok.codec.fit import fit_codec
 
     out = fit_codec(args.audio, args.out, minutes=args.minutes, preset=args.preset,
                     adversarial=args.adversarial, seed=args.seed, name=args.name,

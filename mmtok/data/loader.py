@@ -18,8 +18,8 @@ data split depends on both); loading it with others is refused with an error say
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -36,10 +36,10 @@ STATE_VERSION = 1
 class DataConfig:
     train_shards: str | list[str] = ""  # shard URLs: index "shards.jsonl#train", dir, brace pattern, list
     valid_shards: str | list[str] | None = None  # same forms; `build(split="valid")` reads these
-    seq_len: int = 1024  # positions per row (the model's context length)
-    batch_size: int = 8  # rows per batch, per rank
+    seq_len: int | None = None  # positions per row; in a RunConfig, None = model.max_seq_len
+    batch_size: int | None = None  # rows per batch, per rank; in a RunConfig, None = train.micro_batch_size
     shuffle_buffer: int = 256  # samples held for shuffling, per worker
-    seed: int = 0  # shard order, shuffling, templates and crops all derive from it
+    seed: int | None = None  # shard order, shuffling, templates, crops; in a RunConfig, None = train.seed
     workers: int = 2  # DataLoader worker processes per rank (0: in the main process)
     resampled: bool = False  # draw shards with replacement (any shard count; needs epoch_samples)
     epoch_samples: int | None = None  # resampled: samples per epoch over all ranks and workers
@@ -54,15 +54,22 @@ class DataConfig:
         if isinstance(self.templates, dict):  # from YAML
             self.templates = TemplateConfig(**self.templates)
 
+    def require_resolved(self) -> None:
+        unset = [name for name in ("seq_len", "batch_size", "seed") if getattr(self, name) is None]
+        if unset:
+            raise ValueError(f"DataConfig.{', '.join(unset)} unset: set them, or build the config "
+                             "through a RunConfig (mmtok.config.load_config), which fills them in")
+
     def stream_config(self) -> StreamConfig:
         return StreamConfig(seed=self.seed, shuffle_buffer=self.shuffle_buffer, resampled=self.resampled,
                             epoch_samples=self.epoch_samples, epochs=self.epochs, split_by=self.split_by)  # fmt: skip
 
-    def build(self, tokenizer, rank: int = 0, world_size: int = 1, split: str = "train") -> "PackedLoader":
+    def build(self, tokenizer, rank: int = 0, world_size: int = 1, split: str = "train") -> PackedLoader:
         """The loader for this rank (checks the shard count against ranks x workers at once).
 
         split="valid" reads valid_shards once (epochs=1, no shuffling or resampling, no worker
         processes), every rank taking every world_size-th sample."""
+        self.require_resolved()
         spec = self.train_shards if split == "train" else self.valid_shards
         if not spec:
             raise ValueError(f"DataConfig has no {split}_shards")

@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing as mp
 import os
 import re
 import tarfile
@@ -30,8 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
 
 from mmtok.data.manifest import read_manifest, write_jsonl
+from mmtok.tokenizer.multimodal import MultimodalTokenizer
 
 INDEX, PARTS = "shards.jsonl", "_parts"
 
@@ -53,8 +58,6 @@ def sample_key(index: int, item: dict) -> str:
 
 def plan_shards(items: list[dict], frame_rate: float, n_codebooks: int, cfg: ShardConfig) -> list[list[int]]:
     """Item indices of each shard, cut by cfg.max_samples and estimated bytes."""
-    import soundfile as sf
-
     shards, cur, cur_bytes = [], [], 0
     for i, item in enumerate(items):
         try:
@@ -95,8 +98,6 @@ def _npy(array: np.ndarray) -> bytes:
 def check_audio(path: str, min_seconds: float) -> None:
     """Raise ValueError naming the file if it cannot be a training sample (cheap header checks;
     decoding problems and NaN are found by the tokenizer while encoding)."""
-    import soundfile as sf
-
     try:
         info = sf.info(path)
     except Exception as e:
@@ -109,8 +110,6 @@ def check_audio(path: str, min_seconds: float) -> None:
 
 def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, bytes]:
     """One manifest item -> the tar members of its sample (raises on bad audio)."""
-    import soundfile as sf
-
     path = item["audio"]
     if not os.path.exists(path):
         raise ValueError("audio file not found")
@@ -157,8 +156,6 @@ _TOKENIZER = None  # per worker process: loaded once by _init_worker
 
 
 def _load_tokenizer(tokenizer_dir: str) -> None:
-    from mmtok.tokenizer.multimodal import MultimodalTokenizer
-
     global _TOKENIZER
     _TOKENIZER = MultimodalTokenizer.from_pretrained(tokenizer_dir)
 
@@ -166,8 +163,6 @@ def _load_tokenizer(tokenizer_dir: str) -> None:
 def _init_worker(tokenizer_dir: str) -> None:
     """Pool workers only: in the calling process a thread cap would outlive the sharding (the
     demo then trained on 1 of 2 cores)."""
-    import torch
-
     torch.set_num_threads(1)  # one process per core; intra-op threads would fight
     _load_tokenizer(tokenizer_dir)
 
@@ -200,9 +195,6 @@ def write_shard(job) -> dict:
 def shard_manifest(manifest, tokenizer_dir, out, split: str | None = None,
                    cfg: ShardConfig | None = None, progress: bool = True) -> dict:
     """Shard a manifest; returns {"shards", "samples", "skipped", "reused"}. Resumable."""
-    from tqdm import tqdm
-
-    from mmtok.tokenizer.multimodal import MultimodalTokenizer
 
     cfg = cfg or ShardConfig()
     manifest, out = Path(manifest), Path(out)
@@ -232,8 +224,6 @@ def shard_manifest(manifest, tokenizer_dir, out, split: str | None = None,
             results = map(write_shard, jobs)
             pool = None
         else:
-            import multiprocessing as mp
-
             # fork: workers start in ~0.1 s instead of re-importing torch (~5 s each with spawn);
             # the parent has not started the codec (it loads lazily), so there are no threads to copy.
             pool = mp.get_context("fork").Pool(min(cfg.workers, len(jobs)), _init_worker, (str(tokenizer_dir),))

@@ -25,14 +25,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
+from webdataset.shardlists import expand_urls
+from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
 from mmtok.data.manifest import captions_of
 from mmtok.tokenizer.codes import AudioCodes
+from mmtok.tokenizer.layout import LayoutMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,6 @@ def resolve_shards(spec) -> list[str]:
     """Shard URLs from: a list, a brace pattern ("train-{000000..000009}.tar"), several joined by
     "::", a `shards.jsonl` index (with `split=` filtering by "index.jsonl#split"), or a directory
     (every *.tar in it, sorted)."""
-    from webdataset.shardlists import expand_urls
-
     if isinstance(spec, (list, tuple)):
         return [u for s in spec for u in resolve_shards(s)]
     spec = str(spec)
@@ -81,7 +82,7 @@ class Sample:
                 "meta": json.dumps(self.meta)}  # fmt: skip
 
     @classmethod
-    def from_state(cls, s: dict) -> "Sample":
+    def from_state(cls, s: dict) -> Sample:
         codes = AudioCodes(s["codes"], s["n_samples"], s["sample_rate"], s["codec"], s["scales"],
                            s["frames_per_segment"])  # fmt: skip
         return cls(s["key"], s["url"], codes, s["text"], json.loads(s["meta"]))
@@ -89,8 +90,6 @@ class Sample:
 
 def decode_sample(raw: dict, layout_hash: str | None = None) -> Sample:
     """A grouped tar sample -> Sample. Never unpickles (np.load allow_pickle=False)."""
-    from mmtok.tokenizer.layout import LayoutMismatchError
-
     where = f"{raw.get('__url__')}: sample {raw.get('__key__')!r}"
     missing = [m for m in ("codes.npy", "txt", "json") if m not in raw]
     if missing:
@@ -117,8 +116,6 @@ def decode_sample(raw: dict, layout_hash: str | None = None) -> Sample:
 def iter_shard(url: str, skip: int, on_error) -> Iterator[dict]:
     """Raw grouped samples of one shard, the first `skip` left out; errors go to `on_error`
     (which logs and counts them) and end the shard instead of the job."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
-
     def handler(exn: Exception) -> bool:
         on_error(f"{url}: broken shard ({type(exn).__name__}: {exn.args[0] if exn.args else exn})")
         return True  # go on with what can be read

@@ -24,15 +24,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mmtok.atomic import write_text_atomic
-from mmtok.data.corpus import CAPTIONS_PER_CLIP
+from mmtok.codec.fit import PRESETS as CODEC_PRESETS
+from mmtok.codec.fit import fit_codec
+from mmtok.config import load_config
+from mmtok.data.shard import shard_manifest
+from mmtok.demo.attributes import DEMO_GRAMMAR
+from mmtok.demo.corpus import CAPTIONS_PER_CLIP, build_demo_corpus, corpus_size
+from mmtok.demo.report import write_demo_report
+from mmtok.eval.evaluate import evaluate
+from mmtok.eval.report import write_report
+from mmtok.generate.captioner import Captioner
+from mmtok.tokenizer.codec import pretrained_available
+from mmtok.tokenizer.multimodal import MultimodalTokenizer
+from mmtok.training.evals import default_evals
+from mmtok.training.loop import train
 
 STAGES = ("corpus", "codec", "tokenizer", "shards", "train", "eval", "report")
-# configs/demo_small.yaml's optimizer steps per minute on this project's 2-core AMD EPYC (Zen 4),
-# nothing else running, by training precision (`train.precision=auto` picks bf16 on CPUs with
-# bf16 in hardware, see mmtok.training.parallelize.autocast_dtype).
-STEPS_PER_MINUTE = {"fp32": 66.0, "bf16": 85.0}
-
-
 @dataclass
 class DemoConfig:
     out: str = "runs/demo"  # everything lands under this directory
@@ -47,16 +54,19 @@ class DemoConfig:
     codec_preset: str = "small"  # `mmtok codec fit` preset when fitting
     codec_minutes: float = 60.0  # wall-clock budget of the codec fit, in total over resumed runs (the
     #   biggest lever measured: 12 -> 24 min lifted the captioner's family accuracy 0.48 -> 0.65,
-    #   40 -> 60 min 0.76-0.77 -> 0.80-0.82; docs/demo-results.md)
+    #   40 -> 60 min 0.76-0.77 -> 0.80-0.82; docs/results.md)
     bandwidth: float | None = None  # codec bandwidth in kbps (None: the codec's default)
     n_codebooks: int = 2  # codebooks per frame the model sees (the token budget's main lever)
     vocab_size: int = 600  # SentencePiece pieces (captions use a small vocabulary)
-    config: str = "configs/demo_small.yaml"  # training preset
-    train_minutes: float = 30.0  # training budget (wall clock); the run stops and checkpoints then
-    steps_per_minute: float | None = None  # sizes the schedule to the budget: train.max_steps =
-    #   train_minutes x this. None: demo_small's measured rate on 2 idle cores at the precision the
-    #   training runs in (STEPS_PER_MINUTE; a slower machine stops before the cosine ends, a faster
-    #   one finishes early). 0: train.max_steps from the config as is.
+    config: str = "demo_small"  # training preset name (shipped with the package) or YAML path
+    train_minutes: float = 30.0  # wall-clock cap on training; the run checkpoints and stops there
+    train_steps: int | None = None  # length of the LR schedule (train.max_steps). None: the config's
+    #   (demo_small: 2,550 steps, ~30 min on 2 cores with bf16 autocast; docs/results.md). A machine
+    #   without bf16 in hardware runs ~25% fewer steps per minute: the 30-minute cap then stops the
+    #   run before the cosine ends, so lower this or raise train_minutes (benchmarks/train_step.py
+    #   measures a machine's rate)
+    steps_per_minute: float | None = None  # or size the schedule to the cap: train steps =
+    #   train_minutes x this rate (None or 0: not used)
     overrides: list[str] = field(default_factory=list)  # extra dotted overrides for training
     generate_prompt: str = "a slow piano piece in D minor, in 3/4"  # text for the generated sample
     generate_seconds: float = 4.0  # length of the generated sample
@@ -97,17 +107,12 @@ class DemoPipeline:
 
     # ---- stages, in order -------------------------------------------------------------------------
     def corpus(self) -> dict:
-        from mmtok.data.corpus import build_demo_corpus, corpus_size
-
         c = self.cfg
         size = corpus_size(c.size, c.pieces, c.clips_per_piece)
         return build_demo_corpus(self.path("corpus"), size=size, seed=c.seed, captions_per_clip=c.captions_per_clip)
 
     def codec(self) -> dict:
         """Pretrained EnCodec when its weights are available, else a codec fitted on the train audio."""
-        from mmtok.tokenizer.codec import pretrained_available
-        from mmtok.tokenizer.codec_fit import fit_codec
-
         spec = self.cfg.codec
         if spec == "auto":
             spec = "encodec_24khz" if pretrained_available("encodec_24khz") else "fit"
@@ -120,8 +125,6 @@ class DemoPipeline:
         return {"codec": "fit"}
 
     def tokenizer(self) -> dict:
-        from mmtok.tokenizer.multimodal import MultimodalTokenizer
-
         codec = self._result("codec")["codec"]
         codec = str(self.path("codec")) if codec == "fit" else codec
         tok = MultimodalTokenizer.build(
@@ -133,8 +136,6 @@ class DemoPipeline:
                 "frame_rate": tok.frame_rate, "n_codebooks": tok.layout.n_codebooks}
 
     def shards(self) -> dict:
-        from mmtok.data.shard import shard_manifest
-
         return {
             split: shard_manifest(self.path("corpus", f"{split}.jsonl"), self.path("tokenizer"), self.path("shards"),
                                   split=split)
@@ -142,11 +143,8 @@ class DemoPipeline:
         }
 
     def train(self) -> dict:
-        from mmtok.config import load_config
-        from mmtok.training.loop import train
-
         cfg = load_config(self.cfg.config, self.train_overrides())
-        return train(cfg)
+        return train(cfg, eval_callbacks=default_evals(cfg))
 
     def train_overrides(self) -> list[str]:
         shards = self.path("shards", "shards.jsonl")
@@ -156,40 +154,42 @@ class DemoPipeline:
             f"data.valid_shards={shards}#valid",
             f"train.out_dir={self.path('train')}",
             f"train.max_minutes={self.cfg.train_minutes}",
-            *([f"train.max_steps={round(self.cfg.train_minutes * rate)}"] if (rate := self.steps_per_minute()) else []),
+            *([f"train.max_steps={steps}"] if (steps := self.train_steps()) else []),
             f"train.seed={self.cfg.seed}",
             "wandb.mode=offline",
             *self.cfg.overrides,  # last: an explicit train.max_steps=N wins
         ]
 
-    def steps_per_minute(self) -> float | None:
-        """The rate that sizes the LR schedule (None: keep the config's max_steps)."""
-        if self.cfg.steps_per_minute is not None:
-            return self.cfg.steps_per_minute or None
-        import torch
+    def train_steps(self) -> int | None:
+        """The schedule length the demo sets (None: keep the config's train.max_steps)."""
+        if self.cfg.steps_per_minute:
+            return round(self.cfg.train_minutes * self.cfg.steps_per_minute)
+        return self.cfg.train_steps
 
-        from mmtok.config import load_config
-        from mmtok.training.parallelize import autocast_dtype, resolve_device
-
-        train = load_config(self.cfg.config, self.cfg.overrides).train
-        dtype = autocast_dtype(train.precision, resolve_device(train.device))
-        return STEPS_PER_MINUTE["bf16" if dtype == torch.bfloat16 else "fp32"]
+    def validate(self) -> None:
+        """Check the whole configuration before the first stage: a typo in a training override
+        should not surface after an hour of corpus, codec and shards."""
+        c = self.cfg
+        corpus_size(c.size, c.pieces, c.clips_per_piece)
+        for name in ("captions_per_clip", "n_codebooks", "vocab_size"):
+            if getattr(c, name) <= 0:
+                raise ValueError(f"demo {name} must be positive, got {getattr(c, name)}")
+        for name in ("codec_minutes", "train_minutes", "generate_seconds"):
+            if getattr(c, name) < 0:
+                raise ValueError(f"demo {name} must be >= 0, got {getattr(c, name)}")
+        if c.codec_preset not in CODEC_PRESETS:
+            raise ValueError(f"codec preset {c.codec_preset!r} is not one of {', '.join(sorted(CODEC_PRESETS))}")
+        load_config(c.config, self.train_overrides())  # ConfigError names the key
 
     def eval(self) -> dict:
-        from mmtok.eval.evaluate import evaluate
-        from mmtok.eval.report import write_report
-        from mmtok.generate.captioner import Captioner
-
         captioner = Captioner.from_checkpoint(self.path("train"))
         report = evaluate(captioner, self.path("corpus", "test.jsonl"),
                           shards=f"{self.path('shards', 'shards.jsonl')}#test", run_config=captioner.run_config,
-                          attributes=True)
+                          attributes=DEMO_GRAMMAR)
         json_path, md_path = write_report(self.path("eval"), report)
         return {"json": str(json_path), "markdown": str(md_path)}
 
     def report(self) -> dict:
-        from mmtok.demo.report import write_demo_report
-
         return write_demo_report(self)
 
     def corpus_knobs(self) -> dict:
@@ -225,6 +225,7 @@ class DemoPipeline:
         unknown = set(stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGES)}")
+        self.validate()
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "demo_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
         for name in (s for s in STAGES if s in stages):

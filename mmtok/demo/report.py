@@ -7,6 +7,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mmtok.atomic import atomic_path, write_text_atomic
+from mmtok.checkpoint import load_for_inference
+from mmtok.eval.report import markdown_report
+from mmtok.generate.music import generate_music, write_wav
 
 N_SAMPLE_CAPTIONS = 8  # caption/reference pairs shown in the printed table
 
@@ -92,8 +95,6 @@ def plot_loss_curves(records: list[dict], held_out: list[dict], out: Path) -> Pa
 
 
 def results_markdown(eval_report: dict, generated: dict, config: dict, corpus_knobs: dict) -> str:
-    from mmtok.eval.report import markdown_report
-
     custom = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in corpus_knobs.items())
     lines = [
         "# mmtok demo results",
@@ -126,9 +127,6 @@ def summary_table(eval_report: dict) -> str:
 
 
 def write_demo_report(pipeline) -> dict:
-    from mmtok.generate.music import generate_music, write_wav
-    from mmtok.training.checkpoint import load_for_inference
-
     cfg = pipeline.cfg
     out = pipeline.path("report")
     out.mkdir(parents=True, exist_ok=True)

@@ -1,31 +1,17 @@
 """Attribute accuracy: does a generated caption name the right instrument, tempo, key, meter?
 
-Captions are parsed back into attribute values with the demo corpus's own parser
-(`mmtok.data.captions.parse_caption`), and compared with the manifest's attribute fields. Each
-score sits next to the majority-class baseline (always answering the most frequent true value of
-the evaluated manifest): a captioner that has not listened to the audio scores that much.
+Captions are parsed back into attribute values by a `CaptionGrammar` (the parser belongs to
+whoever owns the caption wording: the demo's is `mmtok.demo.attributes.DEMO_GRAMMAR`) and compared
+with the manifest's attribute fields. Each score sits next to the majority-class baseline (always
+answering the most frequent true value of the evaluated manifest): a captioner that has not
+listened to the audio scores that much.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
-
-# Reported name -> manifest fields that count (a caption is right if it names ANY of them). The
-# demo manifests carry instrument (GM name), family, tempo_class, key, mode and meter;
-# key_mode is derived ("D minor") so that key and mode can be scored together.
-DEMO_GROUPS = {
-    "instrument": ("family", "instrument"),  # the instrument, or at least its GM family
-    "instrument_name": ("instrument",),  # exactly the instrument
-    "tempo_class": ("tempo_class",),
-    "key_mode": ("key_mode",),
-    "mode": ("mode",),
-    "meter": ("meter",),
-}
-DEMO_FIELDS = ("family", "instrument", "tempo_class", "key", "mode", "meter")  # manifest fields scored
 
 
 @dataclass
@@ -39,43 +25,24 @@ class AttributeScore:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class CaptionGrammar:
+    """How attribute values are read out of captions and matched with manifest fields."""
+
+    fields: tuple[str, ...]  # the manifest fields this grammar scores (for "no field present" reports)
+    groups: Mapping[str, Sequence[str]]  # reported name -> manifest fields that count (see attribute_accuracy)
+    parse: Callable[[str], Mapping]  # caption -> {field: value} it names
+    prepare: Callable[[Mapping], Mapping] = dict  # manifest record -> truths (e.g. derive key_mode)
+
+    def score(self, captions: Sequence[str], records: Sequence[Mapping]) -> dict[str, AttributeScore]:
+        return attribute_accuracy(captions, [self.prepare(r) for r in records], self.groups, self.parse)
+
+
 def _norm(value) -> str | None:
     if value is None:
         return None
     text = str(value).strip().lower()
     return text or None
-
-
-@lru_cache(maxsize=1)
-def _instrument_names() -> tuple[re.Pattern, dict[str, str]]:
-    from mmtok.data.captions import GM_INSTRUMENTS
-
-    to_gm = {n.lower(): gm for gm, names in GM_INSTRUMENTS.values() for n in (gm, *names)}
-    alternation = "|".join(re.escape(n) for n in sorted(to_gm, key=len, reverse=True))  # longest first
-    return re.compile(rf"\b({alternation})\b", re.I), to_gm
-
-
-def with_key_mode(attrs: Mapping) -> dict:
-    out = dict(attrs)
-    if attrs.get("key") and attrs.get("mode"):
-        out["key_mode"] = f"{attrs['key']} {attrs['mode']}"
-    return out
-
-
-def parse_demo_caption(text: str) -> dict:
-    """`mmtok.data.captions.parse_caption` plus the instrument's GM name and key_mode."""
-    from mmtok.data.captions import parse_caption
-
-    out = parse_caption(text)
-    pattern, to_gm = _instrument_names()
-    if m := pattern.search(text):
-        out["instrument"] = to_gm[m.group(1).lower()]
-    return with_key_mode(out)
-
-
-def demo_attribute_accuracy(captions: Sequence[str], records: Sequence[Mapping]) -> dict[str, AttributeScore]:
-    """Attribute accuracy on the demo corpus (records: its manifest lines)."""
-    return attribute_accuracy(captions, [with_key_mode(r) for r in records], DEMO_GROUPS, parse_demo_caption)
 
 
 def attribute_accuracy(
@@ -106,7 +73,7 @@ def attribute_accuracy(
         majority = {f: Counter(t[f] for _, t in rows if t[f] is not None).most_common(1) for f in fields}
         majority = {f: m[0][0] for f, m in majority.items() if m}
 
-        def hit(answer: Mapping, truth: Mapping) -> bool:
+        def hit(answer: Mapping, truth: Mapping, fields=fields) -> bool:
             return any(truth[f] is not None and answer.get(f) == truth[f] for f in fields)
 
         scores[name] = AttributeScore(

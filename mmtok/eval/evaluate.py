@@ -1,6 +1,6 @@
 """`mmtok eval`: caption a manifest, score the captions, measure held-out perplexity, report.
 
-    report = evaluate(captioner, "data/test.jsonl", shards="shards/test", attributes=True)
+    report = evaluate(captioner, "data/test.jsonl", shards="shards/test", attributes=DEMO_GRAMMAR)
     write_report("runs/demo/eval", report)
 
 Every manifest item is encoded first (its first `seconds`, as `mmtok caption` does); an
@@ -19,13 +19,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mmtok.data.manifest import captions_of, read_manifest
+from mmtok.data.stream import resolve_shards
+from mmtok.eval.attributes import CaptionGrammar
 from mmtok.eval.caption_metrics import caption_metrics
+from mmtok.eval.perplexity import modality_perplexity
 
 
-def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool = False, limit: int | None = None,
-             meteor: bool = True, ppl_rows: int = 400, device: str = "cpu", progress: bool = True) -> dict:
+def evaluate(captioner, manifest, shards=None, run_config=None, attributes: CaptionGrammar | None = None,
+             limit: int | None = None, meteor: bool = True, ppl_rows: int = 400, device: str = "cpu",
+             progress: bool = True) -> dict:
     """The report dict (see `mmtok.eval.report` for how it is written).
 
+    attributes: the caption grammar that reads attribute values out of captions (e.g.
+        `mmtok.demo.attributes.DEMO_GRAMMAR`); None skips attribute accuracy.
     shards: held-out shard directory or pattern for per-modality perplexity (needs `run_config`,
         whose data pipeline, templates and sequence length are reused); None skips perplexity.
     """
@@ -39,16 +45,7 @@ def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool
     if shards is not None:
         perplexity = heldout_perplexity(captioner.model, captioner.tokenizer, run_config, shards, ppl_rows, device)
     t0 = time.perf_counter()
-    codes, kept, skipped = [], [], []
-    for n, item in enumerate(items, 1):
-        try:
-            codes.append(captioner.encode(item["audio"]))
-            kept.append(item)
-        except (OSError, ValueError) as e:  # the message names the file
-            skipped.append({"audio": item["audio"], "error": str(e)})
-            print(f"mmtok eval: skipping item {n} of {manifest}: {e}", file=sys.stderr)
-    if not kept:
-        raise ValueError(f"no audio in {manifest} could be read (first error: {skipped[0]['error']})")
+    codes, kept, skipped = encode_items(captioner, items, manifest)
     t_encode = time.perf_counter() - t0
     captions: list[str] = []
     step = captioner.config.batch_size
@@ -67,13 +64,12 @@ def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool
         "caption_metrics": scores.corpus,
         "timing_s": {"encode": round(t_encode, 2), "caption": round(t_caption, 2)},
     }
-    if attributes:
-        from mmtok.eval.attributes import DEMO_FIELDS, demo_attribute_accuracy
-
-        report["attributes"] = {k: v.to_dict() for k, v in demo_attribute_accuracy(captions, kept).items()}
+    if attributes is not None:
+        report["attributes"] = {k: v.to_dict() for k, v in attributes.score(captions, kept).items()}
+        report["attribute_fields"] = list(attributes.fields)
         if not report["attributes"]:
             print(f"mmtok eval: --attributes: no item of {manifest} has any of the fields "
-                  f"{', '.join(DEMO_FIELDS)}; no attribute accuracy", file=sys.stderr)
+                  f"{', '.join(attributes.fields)}; no attribute accuracy", file=sys.stderr)
     if perplexity is not None:
         report["perplexity"] = perplexity
     report["samples"] = [
@@ -84,15 +80,28 @@ def evaluate(captioner, manifest, shards=None, run_config=None, attributes: bool
     return report
 
 
+def encode_items(captioner, items: list[dict], manifest) -> tuple[list, list[dict], list[dict]]:
+    """(codes, kept items, skipped items): every item's audio encoded; an unreadable one is
+    skipped with its error (named file) instead of ending the run."""
+    codes, kept, skipped = [], [], []
+    for n, item in enumerate(items, 1):
+        try:
+            codes.append(captioner.encode(item["audio"]))
+            kept.append(item)
+        except (OSError, ValueError) as e:  # the message names the file
+            skipped.append({"audio": item["audio"], "error": str(e)})
+            print(f"mmtok eval: skipping item {n} of {manifest}: {e}", file=sys.stderr)
+    if not kept:
+        raise ValueError(f"no audio in {manifest} could be read (first error: {skipped[0]['error']})")
+    return codes, kept, skipped
+
+
 def heldout_perplexity(model, tokenizer, run_config, shards, max_rows: int, device: str = "cpu") -> dict:
     """Per-modality perplexity over the first `max_rows` packed rows of the held-out `shards`, read
     by the training data pipeline (same templates, crops and packing) in a fixed order.
 
     Rows go one per batch: the loader drops a last partial batch, which on a small held-out
     set would be most of it."""
-    from mmtok.data.stream import resolve_shards
-    from mmtok.eval.perplexity import modality_perplexity
-
     if run_config is None:
         raise ValueError("perplexity needs the run config (its data pipeline settings)")
     urls = resolve_shards(str(shards))

@@ -1,7 +1,7 @@
 """Per-modality perplexity on held-out data: how well the model predicts text vs audio targets.
 
-The loss is the training loss (`mmtok.training.loop.step_loss`: same cross-entropy, same target
-masks, same per-modality split by each target token's `Modality`), summed over every target of a
+The loss is the training loss (`mmtok.loss.batch_loss`: same cross-entropy, same target masks,
+same per-modality split by each target token's `Modality`), summed over every target of a
 fixed number of held-out batches and divided once, so the result does not depend on how the
 tokens were batched. Perplexity = exp(mean nats per token). Specials (`<eos>`, `<eoa>`) count in
 "all" only.
@@ -9,13 +9,13 @@ tokens were batched. Perplexity = exp(mean nats per token). Specials (`<eos>`, `
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable
 
 import torch
 
 from mmtok.data.batch import PackedBatch
+from mmtok.loss import batch_loss
 
 
 @torch.no_grad()
@@ -24,8 +24,6 @@ def modality_perplexity(model: torch.nn.Module, batches: Iterable[PackedBatch], 
     """{"all" | "text" | "audio": {"loss", "perplexity", "tokens"}} over `batches`.
 
     A modality with no targets in the data gets loss and perplexity None."""
-    from mmtok.training.loop import step_loss
-
     was_training = model.training
     model.eval()
     sums = torch.zeros(6, dtype=torch.float64)  # [ce all, ce text, ce audio, n all, n text, n audio]
@@ -33,7 +31,7 @@ def modality_perplexity(model: torch.nn.Module, batches: Iterable[PackedBatch], 
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
-        _, s = step_loss(model, batch.to(device), one, 1, contextlib.nullcontext())
+        _, s = batch_loss(model, batch.to(device), one)
         sums += s.cpu()
     model.train(was_training)
     out = {}

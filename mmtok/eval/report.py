@@ -34,10 +34,9 @@ def markdown_report(report: dict) -> str:
             lines.append(f"| {name} | {loss} | {ppl} | {p['tokens']} |")
         lines.append("")
     if report.get("attributes") == {}:  # asked for, but the manifest has no attribute fields
-        from mmtok.eval.attributes import DEMO_FIELDS
-
+        fields = ", ".join(report.get("attribute_fields", []))
         lines += ["## Attributes named correctly in captions", "",
-                  f"No manifest item has any of the fields {', '.join(DEMO_FIELDS)}: nothing to score.", ""]
+                  f"No manifest item has any of the fields {fields}: nothing to score.", ""]
     elif report.get("attributes"):
         lines += ["## Attributes named correctly in captions", ""]
         lines += ["| attribute | accuracy | majority baseline | majority class | n |", "|---|---:|---:|---|---:|"]

@@ -19,8 +19,10 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from mmtok.model.config import ModelConfig
+from mmtok.tokenizer.multimodal import MultimodalTokenizer
 
 # mmtok parameter-name fragment -> HF Llama fragment, applied in order.
 _RENAMES = (
@@ -99,16 +101,12 @@ def export_hf(model, config: ModelConfig, out_dir, tokenizer=None, dtype: torch.
     `out_dir` is either the complete export or untouched; an existing non-empty `out_dir` is
     replaced only with `overwrite=True`.
     """
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
     if isinstance(tokenizer, (str, os.PathLike)):
-        from mmtok.tokenizer.multimodal import MultimodalTokenizer
-
         tokenizer = MultimodalTokenizer.from_pretrained(tokenizer)
     layout = tokenizer.layout if tokenizer is not None else None
     if layout is not None:

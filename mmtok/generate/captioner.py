@@ -25,10 +25,12 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from mmtok.checkpoint import load_for_inference, resolve_checkpoint
 from mmtok.data.templates import audio_token_cost, caption_prompt_ids, crop_codes, text_prompt_ids
 from mmtok.generate.constraints import TextConstraint
 from mmtok.generate.engine import generate
 from mmtok.generate.sampling import GenerationConfig
+from mmtok.tokenizer.audio_io import AudioSource
 from mmtok.tokenizer.codes import AudioCodes
 from mmtok.tokenizer.layout import LayoutMismatchError
 
@@ -75,10 +77,8 @@ class Captioner:
         self.run_config = None  # the RunConfig, when loaded from a checkpoint
 
     @classmethod
-    def from_checkpoint(cls, path, config: CaptionConfig | None = None, device: str = "cpu") -> "Captioner":
+    def from_checkpoint(cls, path, config: CaptionConfig | None = None, device: str = "cpu") -> Captioner:
         """A run directory (its latest checkpoint) or a step directory."""
-        from mmtok.training.checkpoint import load_for_inference, resolve_checkpoint
-
         model, run_config, tokenizer = load_for_inference(path, device=device)
         config = config or CaptionConfig()
         if config.context is None:  # positions past the training documents' length were never trained
@@ -133,8 +133,6 @@ class Captioner:
     def encode(self, audio, sample_rate: int | None = None, n_frames: int | None = None) -> AudioCodes:
         """A file path, waveform ((n,) or (C, n) with `sample_rate`) or AudioCodes -> the codes of
         its first `n_frames` frames (default: the frames the config asks for)."""
-        from mmtok.tokenizer.audio_io import AudioSource
-
         n_frames = self._frames_wanted() if n_frames is None else n_frames
         if not isinstance(audio, AudioCodes):
             # Read just the prefix (plus one frame of slack for resampling) at the source rate.

@@ -60,13 +60,7 @@ def generate(model, prompts: list[list[int]], config: GenerationConfig | None = 
                          f"{0 if uncond_prompts is None else len(uncond_prompts)} for {len(prompts)} prompts")
     # Rows [0, b) are the prompts, rows [b, 2b) their unconditional twins when guided.
     tokens, doc_ids, positions = left_pad(prompts + (uncond_prompts if guided else []), pad_id, device)
-    b, width = len(prompts), tokens.shape[1]
-    longest = width + cfg.max_new_tokens
-    if longest > mcfg.max_seq_len:
-        raise ValueError(f"longest prompt ({width}) + max_new_tokens ({cfg.max_new_tokens}) = {longest} "
-                         f"exceeds the model's max_seq_len {mcfg.max_seq_len}")
-    if int(tokens.max()) >= mcfg.vocab_size or int(tokens.min()) < 0:
-        raise ValueError(f"prompt ids must be in [0, {mcfg.vocab_size}), got {int(tokens.min())}..{int(tokens.max())}")
+    b, longest = len(prompts), _check_prompt_ids(tokens, cfg.max_new_tokens, mcfg)
     stop_ids = set(cfg.stop_ids) | set(getattr(constraint, "stop_ids", ()))
     stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     generator = None
@@ -90,13 +84,7 @@ def generate(model, prompts: list[list[int]], config: GenerationConfig | None = 
         n = 0  # columns generated
         while n < cfg.max_new_tokens and not bool(done.all()):
             logits = model(step_tokens, step_pos, step_doc, kv_cache=cache)[:, -1].float()  # (B or 2B, V)
-            if guided:
-                logp = logits.log_softmax(dim=-1)
-                logits = logp[b:] + cfg.cfg_coef * (logp[:b] - logp[b:])  # (B, V)
-            logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
-            if constraint is not None:
-                allowed = _pad_mask(constraint.allowed(n, out[:, :n]).to(device), logits.shape[-1])
-                logits = logits.masked_fill(~allowed, float("-inf"))
+            logits = _processed(logits, b, cfg, seen, constraint.allowed(n, out[:, :n]) if constraint is not None else None)
             nxt = next_token(logits, cfg, generator)  # (B,)
             out[:, n] = nxt
             seen[torch.arange(b, device=device), nxt] = True
@@ -116,6 +104,33 @@ def generate(model, prompts: list[list[int]], config: GenerationConfig | None = 
     finally:
         model.train(was_training)
     return [row[: min(int(length), n)] for row, length in zip(out.tolist(), lengths)]
+
+
+def _check_prompt_ids(tokens: torch.Tensor, max_new_tokens: int, mcfg) -> int:
+    """The longest row the decode reaches (prompt width + max_new_tokens), checked against the
+    model's context; and the prompt ids against its vocabulary."""
+    width = tokens.shape[1]
+    longest = width + max_new_tokens
+    if longest > mcfg.max_seq_len:
+        raise ValueError(f"longest prompt ({width}) + max_new_tokens ({max_new_tokens}) = {longest} "
+                         f"exceeds the model's max_seq_len {mcfg.max_seq_len}")
+    if int(tokens.max()) >= mcfg.vocab_size or int(tokens.min()) < 0:
+        raise ValueError(f"prompt ids must be in [0, {mcfg.vocab_size}), got {int(tokens.min())}..{int(tokens.max())}")
+    return longest
+
+
+def _processed(logits: torch.Tensor, b: int, cfg: GenerationConfig, seen: torch.Tensor,
+               allowed: torch.Tensor | None) -> torch.Tensor:
+    """(B or 2B, V) last-position logits -> (B, V) logits to sample from: guidance mixes each row
+    with its unconditional twin (rows b..2b), then the repetition penalty and the constraint."""
+    if cfg.cfg_coef != 1.0:
+        logp = logits.log_softmax(dim=-1)
+        logits = logp[b:] + cfg.cfg_coef * (logp[:b] - logp[b:])  # (B, V)
+    logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
+    if allowed is not None:
+        allowed = _pad_mask(allowed.to(logits.device), logits.shape[-1])
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    return logits
 
 
 def _pad_mask(allowed: torch.Tensor, vocab: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from mmtok.atomic import atomic_path
@@ -101,8 +102,6 @@ def generate_music(model, tokenizer, caption: str, seconds: float, generation: G
 
 def write_wav(path, wav: np.ndarray, sample_rate: int) -> Path:
     """(C, n) or (n,) float waveform -> 16-bit PCM file, written aside and renamed into place."""
-    import soundfile as sf
-
     data = np.clip(wav.T if wav.ndim == 2 else wav, -1.0, 1.0)
     with atomic_path(path) as tmp:
         sf.write(tmp, data, sample_rate, subtype="PCM_16")

@@ -25,7 +25,7 @@ class GenerationConfig:
     seed: int | None = None  # seeds this call's sampling RNG (same seed, same ids); None = torch's global RNG
     use_cache: bool = True  # KV cache; False recomputes the whole sequence every step (reference)
 
-    def validate(self) -> "GenerationConfig":
+    def validate(self) -> GenerationConfig:
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
         if self.temperature <= 0:

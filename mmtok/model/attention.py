@@ -1,7 +1,7 @@
 """Attention backends, all respecting document boundaries inside packed rows.
 
 A packed row holds several documents; a token may attend only to earlier tokens of its own
-segment (a run of equal doc ids, see `mmtok.data.batch.segment_starts`). `AttentionMask` says
+segment (a run of equal doc ids, see `segment_starts`). `AttentionMask` says
 this once per forward pass, in every form a backend wants, and each backend reads its form:
 
     xformers  memory_efficient_attention over the flattened (1, B*T) batch with a
@@ -27,7 +27,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mmtok.data.batch import segment_starts, seqlens_of
+
+def segment_starts(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: True where a run of equal doc ids begins (every row's first token too).
+
+    A "segment" is one such run; attention never crosses a segment boundary (padding, doc id -1,
+    is a segment of its own). The model's attention masks and `seqlens_of` both derive from this.
+    """
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    return starts
+
+
+def seqlens_of(doc_ids: torch.Tensor) -> list[int]:
+    """Segment lengths of the flattened (B*T) batch, row by row; they sum to B*T."""
+    flat_starts = segment_starts(doc_ids).flatten().nonzero().flatten()  # (n_segments,)
+    bounds = torch.cat([flat_starts, flat_starts.new_tensor([doc_ids.numel()])])
+    return bounds.diff().tolist()
 
 
 @dataclass
@@ -40,7 +56,7 @@ class AttentionMask:
     seqlens: list[int] | None = None  # segment lengths of the flattened batch (xformers form)
 
     @classmethod
-    def from_doc_ids(cls, doc_ids: torch.Tensor | None, backend: str) -> "AttentionMask":
+    def from_doc_ids(cls, doc_ids: torch.Tensor | None, backend: str) -> AttentionMask:
         """Mask for a full (uncached) forward over (B, T) tokens with these doc ids."""
         if doc_ids is None:
             return cls(causal=True)

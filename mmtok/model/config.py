@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from mmtok.model.transformer import Transformer
+
 ATTENTION_BACKENDS = ("auto", "xformers", "sdpa", "math")
 
 
@@ -45,7 +47,7 @@ class ModelConfig:
         return -(-(8 * self.dim // 3) // 64) * 64
 
     # ---- validation ---------------------------------------------------------------------------
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         """Raise ValueError naming the first inconsistent field; return self when all is well."""
 
         def fail(msg: str):
@@ -72,7 +74,7 @@ class ModelConfig:
             fail(f"dropout must be in [0, 1), got {self.dropout}")
         return self
 
-    def for_vocab(self, tokenizer_vocab: int) -> "ModelConfig":
+    def for_vocab(self, tokenizer_vocab: int) -> ModelConfig:
         """This config sized for a tokenizer of `tokenizer_vocab` ids (`len(tok)`).
 
         An unset vocab_size takes the tokenizer's; a set one must hold every tokenizer id (a
@@ -92,7 +94,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -132,6 +134,4 @@ class ModelConfig:
 
     def build(self):
         """The `Transformer` this config describes (weights initialised, on CPU, fp32)."""
-        from mmtok.model.transformer import Transformer
-
         return Transformer(self)

@@ -8,15 +8,17 @@ parallelism or losses: training wraps it (DDP/FSDP2) and computes the loss from 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmtok.data.batch import segment_starts
-from mmtok.model.attention import AttentionMask, attend, resolve_backend
-from mmtok.model.config import ModelConfig
+from mmtok.model.attention import AttentionMask, attend, resolve_backend, segment_starts
 from mmtok.model.kv_cache import KVCache
+
+if TYPE_CHECKING:  # the config builds the model (ModelConfig.build): no import at run time
+    from mmtok.model.config import ModelConfig
 
 
 class RMSNorm(nn.Module):

@@ -19,6 +19,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 LOWPASS_FILTER_WIDTH = 6  # torchaudio.functional.resample defaults, used to size window margins
@@ -62,8 +63,6 @@ class AudioSource:
     """
 
     def __init__(self, audio, sample_rate: int | None = None):
-        import soundfile as sf
-
         self._file = None
         if isinstance(audio, (str, os.PathLike)):
             path = Path(audio)

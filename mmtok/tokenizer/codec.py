@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from mmtok.tokenizer.audio_io import AudioSource, CodecInput
 from mmtok.tokenizer.codes import AudioCodes, segment_frame_counts
@@ -63,7 +64,7 @@ def quiet_weight_norm():
 
 
 def build_encodec(arch: dict):
-    """An `encodec.EncodecModel` from a fitted codec's architecture dict (see codec_fit.PRESETS)."""
+    """An `encodec.EncodecModel` from a fitted codec's architecture dict (see mmtok.codec.fit.PRESETS)."""
     with quiet_weight_norm():
         return _build_encodec(arch)
 
@@ -263,8 +264,6 @@ def load_codec(spec: str, bandwidth: float | None = None, repository=None) -> Co
 
 def load_fitted_codec(path, bandwidth: float | None = None, check: bool = True) -> Codec:
     """A `mmtok codec fit` directory -> Codec; checksum verified, collapsed codecs refused."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     config = json.loads((path / FITTED_CONFIG).read_text())
     weights = path / config.get("weights", FITTED_WEIGHTS)

@@ -190,7 +190,7 @@ class VocabLayout:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VocabLayout":
+    def from_dict(cls, d: dict) -> VocabLayout:
         d = dict(d)
         expected = d.pop("hash", None)
         layout = cls(**d)
@@ -203,7 +203,7 @@ class VocabLayout:
             json.dump({**self.to_dict(), "hash": self.hash}, f, indent=2)
 
     @classmethod
-    def load(cls, path) -> "VocabLayout":
+    def load(cls, path) -> VocabLayout:
         with open(path) as f:
             return cls.from_dict(json.load(f))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmtok.tokenizer.codec import FITTED_CONFIG, PRETRAINED, check_not_collapsed, load_codec, sha256_file
 from mmtok.tokenizer.codes import AudioCodes, samples_for_segments, segment_frame_counts
 from mmtok.tokenizer.layout import LayoutMismatchError, Modality, VocabLayout
 from mmtok.tokenizer.patterns import PartialFrameError, check_pattern, flatten, unflatten
@@ -107,10 +109,8 @@ class MultimodalTokenizer:
     @classmethod
     def build(cls, text_files, codec: str, out, bandwidth: float | None = None, vocab_size: int = 8000,
               model_type: str = "bpe", serialization: str = "frame_major", n_codebooks: int | None = None,
-              repository=None, overwrite: bool = False) -> "MultimodalTokenizer":
+              repository=None, overwrite: bool = False) -> MultimodalTokenizer:
         """Train SentencePiece, attach a codec, write a self-contained directory atomically."""
-        from mmtok.tokenizer.codec import FITTED_CONFIG, PRETRAINED, check_not_collapsed, load_codec, sha256_file
-
         check_pattern(serialization)
         tmp, commit = _atomic_dir(Path(out), overwrite)
         try:
@@ -162,10 +162,8 @@ class MultimodalTokenizer:
         commit()
 
     @classmethod
-    def from_pretrained(cls, path, repository=None) -> "MultimodalTokenizer":
+    def from_pretrained(cls, path, repository=None) -> MultimodalTokenizer:
         """Load a tokenizer directory; the layout hash and fitted-codec checksum are verified."""
-        from mmtok.tokenizer.codec import sha256_file
-
         path = Path(path)
         for name in (TEXT_MODEL, LAYOUT, CONFIG):
             if not (path / name).is_file():
@@ -195,8 +193,6 @@ class MultimodalTokenizer:
     def codec(self):
         """The codec, loaded on first audio use (text-only users never load a model)."""
         if self._codec is None:
-            from mmtok.tokenizer.codec import load_codec
-
             spec = str(self.codec_dir) if self.codec_dir is not None else self.config.codec
             self._codec = load_codec(spec, self.config.bandwidth, self.repository)
             if self._codec.id != self.config.codec:
@@ -226,8 +222,6 @@ class MultimodalTokenizer:
         return ids
 
     def _split_special(self, text: str):
-        import re
-
         pattern = "(" + "|".join(re.escape(t) for t in sorted(self._special_ids, key=len, reverse=True)) + ")"
         for i, piece in enumerate(re.split(pattern, text)):
             if piece:

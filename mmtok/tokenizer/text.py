@@ -13,6 +13,8 @@ import io
 import os
 from pathlib import Path
 
+import sentencepiece as spm
+
 MODEL_TYPES = ("bpe", "unigram")
 MIN_VOCAB_SIZE = 300  # 256 byte-fallback pieces + unk + room for a few real pieces
 
@@ -43,8 +45,6 @@ def train_sentencepiece(text_files, model_path, vocab_size: int, model_type: str
     `vocab_size` is an upper bound (hard_vocab_limit=False): a small corpus yields fewer pieces
     instead of failing; the layout uses the size actually trained.
     """
-    import sentencepiece as spm
-
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     if vocab_size < MIN_VOCAB_SIZE:
@@ -78,8 +78,6 @@ class TextTokenizer:
     """A loaded SentencePiece model: str <-> ids in [0, size)."""
 
     def __init__(self, model_path):
-        import sentencepiece as spm
-
         self.model_path = Path(model_path)
         self.sp = spm.SentencePieceProcessor(model_file=str(model_path))
 

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 @dataclass
@@ -94,8 +98,6 @@ def parallelize(
     """Wrap `model` (already on `info.device`) for training; returns the module to call."""
     blocks = model.layers  # nn.ModuleList of TransformerBlock
     if activation_checkpointing:
-        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-
         # The recomputation must draw the forward's dropout masks again, or the gradients are wrong.
         rng = model.config.dropout > 0
         for i, block in enumerate(blocks):
@@ -104,8 +106,6 @@ def parallelize(
         for block in blocks:
             block.compile()
     if parallelism == "fsdp":
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
         # FSDP2 casts parameters itself (bf16 compute, fp32 gradient reduction); no autocast.
         mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
         for block in blocks:
@@ -115,7 +115,6 @@ def parallelize(
     if parallelism == "ddp":
         if info.world_size == 1:
             return model
-        from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [info.device.index] if info.device.type == "cuda" else None
         return DDP(model, device_ids=ids)
@@ -134,7 +133,6 @@ def build_model(model_cfg, info: DistInfo, parallelism: str, dtype, compile: boo
     if parallelism != "fsdp" or info.world_size == 1:
         model = model_cfg.build().to(info.device)
         return model, parallelize(model, info, parallelism, dtype, compile, activation_checkpointing)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     full = model_cfg.build().state_dict() if info.is_main else {}
     with torch.device("meta"):

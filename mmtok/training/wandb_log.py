@@ -11,22 +11,11 @@ import logging
 import netrc
 import os
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+
+from mmtok.config import WandbConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WandbConfig:
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: $WANDB_MODE, else online with an API key, else offline
-    project: str = "mmtok"  # wandb project
-    entity: str | None = None  # wandb team or user; None = the key's default
-    name: str | None = None  # run name; None = the name of train.out_dir
-    group: str | None = None  # group runs (e.g. a sweep)
-    tags: list[str] = field(default_factory=list)  # free-form run tags
-    init_timeout: float = 60.0  # seconds to wait for the server before falling back to offline
 
 
 def _has_api_key() -> bool:

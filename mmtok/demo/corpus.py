@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing as mp
 import os
 import re
 import zlib
@@ -26,12 +27,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+from tqdm import tqdm
 
 from mmtok.atomic import atomic_path, write_text_atomic
-from mmtok.data.captions import GM_INSTRUMENTS, TEMPO_BINS, TEMPO_CLASSES, TEMPO_RANGE
-from mmtok.data.captions import describe, family_of, normalize_key, tempo_class
 from mmtok.data.manifest import write_jsonl
-from mmtok.data.render import available_soundfonts, render_score
+from mmtok.data.templates import instruction_texts
+from mmtok.demo.captions import (
+    GM_INSTRUMENTS,
+    TEMPO_BINS,
+    TEMPO_CLASSES,
+    TEMPO_RANGE,
+    describe,
+    family_of,
+    normalize_key,
+    tempo_class,
+)
+from mmtok.demo.render import available_soundfonts, render_score
 
 
 @dataclass(frozen=True)
@@ -259,8 +271,6 @@ def clip_facts(spec: ClipSpec, score, clip_seconds: float, sample_rate: int, fon
 
 def _render_piece(job) -> list[dict]:
     """Worker: render the clips of one piece that are not on disk yet. Never raises."""
-    import soundfile as sf
-
     specs, audio_dir, clip_seconds, sample_rate, fonts = job
     out, score = [], None
     for spec in specs:
@@ -298,6 +308,26 @@ def clip_captions(facts: dict, seed: int, n: int) -> list[str]:
     return captions
 
 
+def render_pieces(jobs: list[tuple], n_clips: int, workers: int | None, progress: bool) -> list[dict]:
+    """Render every piece's clips (one job per piece, in `workers` processes); the clip records
+    sorted by id, so the result does not depend on which process finished first."""
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    results: list[dict] = []
+    with tqdm(total=n_clips, desc="demo corpus", unit="clip", disable=not progress) as bar:
+        if workers <= 1:
+            mapped = map(_render_piece, jobs)
+        else:
+            pool = mp.get_context("spawn").Pool(workers)
+            mapped = pool.imap_unordered(_render_piece, jobs)
+        for clips in mapped:
+            results += clips
+            bar.update(len(clips))
+        if workers > 1:
+            pool.close()
+            pool.join()
+    return sorted(results, key=lambda r: r["id"])
+
+
 def build_demo_corpus(
     out: str | Path,
     size: str | CorpusSize = "smoke",
@@ -315,9 +345,6 @@ def build_demo_corpus(
     `captions.txt` (every wording of the train captions + template instructions, for SentencePiece),
     `skipped.jsonl` (pieces that could not be used, with the reason) and `audio/*.flac`.
     """
-    from tqdm import tqdm
-
-    from mmtok.data.templates import instruction_texts
 
     size = SIZES[size] if isinstance(size, str) else size
     fonts = available_soundfonts()
@@ -331,23 +358,7 @@ def build_demo_corpus(
     for s in specs:
         by_piece.setdefault(s.piece, []).append(s)
     jobs = [(group, audio_dir, clip_seconds, sample_rate, fonts) for group in by_piece.values()]
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
-    results: list[dict] = []
-    with tqdm(total=len(specs), desc="demo corpus", unit="clip", disable=not progress) as bar:
-        if workers <= 1:
-            mapped = map(_render_piece, jobs)
-        else:
-            import multiprocessing as mp
-
-            pool = mp.get_context("spawn").Pool(workers)
-            mapped = pool.imap_unordered(_render_piece, jobs)
-        for clips in mapped:
-            results += clips
-            bar.update(len(clips))
-        if workers > 1:
-            pool.close()
-            pool.join()
-    results.sort(key=lambda r: r["id"])
+    results = render_pieces(jobs, len(specs), workers, progress)
     skipped = [r for r in results if "skipped" in r]
     rows = [r for r in results if "skipped" not in r]
     for r in rows:

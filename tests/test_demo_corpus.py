@@ -7,9 +7,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mmtok.data.captions import (ATTRIBUTES, FAMILIES, GM_INSTRUMENTS, KEYS, MODES, TEMPO_CLASSES, describe,
-                                 family_of, parse_caption, tempo_class)  # fmt: skip
-from mmtok.data.corpus import SIZES, CorpusSize, build_demo_corpus, clip_captions, corpus_size, plan_corpus
+from mmtok.demo.captions import (
+    ATTRIBUTES,
+    FAMILIES,
+    GM_INSTRUMENTS,
+    KEYS,
+    MODES,
+    TEMPO_CLASSES,
+    describe,
+    family_of,  # fmt: skip
+    parse_caption,
+    tempo_class,
+)
+from mmtok.demo.corpus import SIZES, CorpusSize, build_demo_corpus, clip_captions, corpus_size, plan_corpus
 
 MANIFEST_FIELDS = ("audio", "text", "piece", "instrument", "family", "program", "tempo_bpm", "tempo_class",
                    "key", "mode", "meter", "soundfont", "transpose", "duration")  # fmt: skip
@@ -50,7 +60,7 @@ def test_manifests_split_by_piece_with_real_audio(demo_corpus_dir):
 def test_key_follows_transposition(demo_corpus_dir):
     """Two clips of one piece transposed differently: music21's own analysis of the transposed
     excerpt is the oracle for the key the manifest states."""
-    from mmtok.data.corpus import excerpt, parse_piece
+    from mmtok.demo.corpus import excerpt, parse_piece
 
     rows = read(demo_corpus_dir / "train.jsonl")
     r = next(r for r in rows if r["piece"].startswith("bach/"))

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from mmtok.codec.fit import fit_codec
+from mmtok.codec.losses import MelLoss
 from mmtok.tokenizer.codec import load_codec
-from mmtok.tokenizer.codec_fit import MelLoss, fit_codec
 
 
 def test_zero_minutes_is_usable(real_audio_files, tmp_path):
@@ -82,7 +83,7 @@ def test_collapsed_fit_stops_and_keeps_its_checkpoint(real_audio_dir, tmp_path):
 def test_capped_audio_spreads_over_the_listing(real_audio_files):
     """Under the audio cap, a seed draws files from the whole listing (reproducibly); no seed
     keeps the listing's head."""
-    from mmtok.tokenizer.codec_fit import load_training_audio
+    from mmtok.codec.audio import load_training_audio
 
     one = [load_training_audio([f], 16000, 1e9)[0] for f in real_audio_files]
     cap = sum(w.numel() for w in one[:3]) / 16000  # room for 3 files (the last one may be cut)

@@ -1,0 +1,1 @@
+"""Optimizer (AdamW, decay on matrices only) and learning-rate schedule (warm-up + cosine)."""
