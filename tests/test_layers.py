@@ -170,3 +170,13 @@ def test_import_mmtok_stays_light():
     bare = subprocess.run([sys.executable, "-c", "import sys, mmtok; print('torch' in sys.modules)"],
                           capture_output=True, text=True, check=True)
     assert bare.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("old, new", [("mmtok.training.checkpoint", "mmtok.checkpoint"),
+                                      ("mmtok.tokenizer.codec_fit", "mmtok.codec"),
+                                      ("mmtok.data.corpus", "mmtok.demo.corpus")])
+def test_old_module_paths_name_their_new_place(old, new):
+    import importlib
+
+    with pytest.raises(ModuleNotFoundError, match=f"{old} has moved: import from {new}"):
+        importlib.import_module(old)

@@ -63,8 +63,8 @@ def render_midi(midi_path: str | Path, soundfont: str, sample_rate: int, gain: f
 
     exe = require_fluidsynth()
     # fluidsynth renders until every voice is silent: a note that never gets its note-off on a
-    # looping sample (organ, strings) renders forever (we saw 8 GB). Real renders run 35-115x
-    # realtime, so a generous time limit only ever stops such a runaway.
+    # looping sample (organ, strings) renders forever (8 GB of output before it was stopped).
+    # Real renders run 35-115x realtime, so a generous time limit only ever stops such a runaway.
     limit = 30.0 + 2.0 * mido.MidiFile(str(midi_path)).length
     with tempfile.TemporaryDirectory() as tmp:
         wav = os.path.join(tmp, "out.wav")
