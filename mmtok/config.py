@@ -51,6 +51,9 @@ class TrainConfig:
     out_dir: str = "runs/default"  # checkpoints/, metrics.jsonl, wandb/ go here
     checkpoint_interval: int = 500  # save every N steps (and at the end, and on SIGTERM/SIGUSR1)
     keep_last_k: int = 3  # older step_* checkpoint directories are deleted
+    async_checkpoint: bool = False  # write checkpoints in a background thread (DCP async_save); training goes on meanwhile
+    verify_checkpoints: bool = True  # check the sha256 of every checkpoint file before resuming from it
+    consolidate_final: bool = True  # write model.safetensors (full weights, rank 0) into the run's last checkpoint
     resume: str = "auto"  # "auto": latest checkpoint in out_dir if any; "never"; or a checkpoint dir
     eval_interval: int = 500  # every N steps: validation loss + sample captions (needs data.valid_shards); 0 = never
     eval_sequences: int = 64  # held-out rows for the validation loss (read one row per batch, so a tiny split still counts)

@@ -133,7 +133,7 @@ def test_cli_exports_a_training_checkpoint(tmp_path, tokenizer, capsys):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     run_config = RunConfig(model=model.config, tokenizer=str(tok_dir))
     save_checkpoint(tmp_path / "run", 3, model, opt, sched, {"layout_hash": tokenizer.layout.hash},
-                    run_config.to_yaml(), tok_dir, keep_last_k=1)
+                    run_config.to_yaml(), tok_dir, keep_last_k=1, consolidate=True)
 
     assert main(["export-hf", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
     assert "exported" in capsys.readouterr().out

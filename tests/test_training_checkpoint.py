@@ -1,4 +1,5 @@
-"""Checkpoint safety: a kill while saving, corrupt or foreign checkpoints give clear errors."""
+"""Checkpoint safety: a kill during a sharded save, checksums catching a flipped byte in every
+kind of file, consolidation, corrupt or foreign checkpoints giving clear errors."""
 
 import json
 import shutil
@@ -8,15 +9,18 @@ import sys
 import time
 
 import pytest
+import torch
 
 from mmtok import checkpoint as ckpt
+from mmtok.cli import main
 from mmtok.config import load_config
 from mmtok.tokenizer.layout import LayoutMismatchError
+from mmtok.tokenizer.multimodal import MultimodalTokenizer
 from mmtok.training.loop import train
 from tests.fixtures.training import REPO, TINY, subprocess_env, tiny_overrides
 
-# Saves step 1 of an ~8M-parameter model (weights only), then step 2 with AdamW moments too
-# (~100 MB: the test kills the process while it is busy writing that).
+# Saves step 1 of an ~8M-parameter model (DCP shards, not consolidated), then step 2 with AdamW
+# moments too (~100 MB: the test kills the process while DCP is busy writing that).
 SAVER = """
 import sys, torch
 from mmtok.config import load_config
@@ -50,26 +54,107 @@ def test_kill_during_checkpoint_write_leaves_previous_loadable(tokenizer_dir, tr
     assert proc.stdout.readline().strip() == "saving 2"
     root = run / "checkpoints"
     deadline = time.monotonic() + 60
-    while not list(root.glob(".tmp-step_000002-*/model.safetensors")):
+    while not (root / ".tmp-step_000002" / "dcp").is_dir():  # all ranks write into it from now on
         assert proc.poll() is None, "the save finished before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.001)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert list(root.glob(".tmp-step_000002-*")), "the kill should have landed mid-write"
+    assert (root / ".tmp-step_000002").is_dir(), "the kill should have landed mid-write"
+    assert not (root / ".tmp-step_000002" / "checksums.json").exists()
     assert not (root / "step_000002").exists()  # nothing half-written under the final name
-    assert ckpt.latest_checkpoint(run).name == "step_000001"
-    model, cfg, tok = ckpt.load_for_inference(run)
-    assert cfg.model.dim == 384 and len(tok) == cfg.model.vocab_size
+    step1 = ckpt.latest_checkpoint(run)
+    assert step1.name == "step_000001"
+    # The previous checkpoint is intact: it verifies, resumes, and consolidates for inference.
+    assert ckpt.verify(step1) == []
+    cfg = load_config(TINY, tiny_overrides(tokenizer_dir, train_shards, run, *big))
+    cfg.model = cfg.model.for_vocab(len(MultimodalTokenizer.from_pretrained(tokenizer_dir)))
+    model = cfg.model.build()
+    opt = cfg.optim.build(model)
+    state = ckpt.load_checkpoint(step1, model, opt, cfg.schedule.build(opt, 10))
+    assert state["step"] == 1 and state["data"] == {"batches": 0}
+    with pytest.raises(ckpt.CheckpointError, match="mmtok checkpoint consolidate"):
+        ckpt.load_for_inference(run)
+    assert main(["checkpoint", "consolidate", str(run)]) == 0
+    loaded, cfg2, tok = ckpt.load_for_inference(run)
+    assert cfg2.model.dim == 384 and len(tok) == cfg2.model.vocab_size
+    for name, t in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], t), name
     # The next run start cleans the partial directory.
-    assert [p.name.startswith(".tmp-step_000002") for p in ckpt.remove_partial_checkpoints(run)] == [True]
+    assert [p.name for p in ckpt.remove_partial_checkpoints(run)] == [".tmp-step_000002"]
 
 
 @pytest.fixture(scope="module")
 def short_run(tokenizer_dir, train_shards, tmp_path_factory):
+    """Checkpoints at steps 1 (sharded only) and 2 (the last: consolidated too)."""
     out = tmp_path_factory.mktemp("short")
-    train(load_config(TINY, tiny_overrides(tokenizer_dir, train_shards, out, "train.max_steps=2")))
+    train(load_config(TINY, tiny_overrides(tokenizer_dir, train_shards, out, "train.max_steps=2",
+                                           "train.checkpoint_interval=1")))  # fmt: skip
     return out
+
+
+def flip_byte(path):
+    """Flip the lowest bit of a byte in the middle; in text files, of a digit (which stays a digit,
+    so the file still parses: only the checksum can tell)."""
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2
+    if path.suffix in (".json", ".yaml"):
+        i = next(j for j in range(i, len(data)) if chr(data[j]).isdigit())
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+KINDS = ["dcp/__0_0.distcp", "dcp/.metadata", "loader.pt", "scheduler.pt", "model.safetensors", "config.yaml",
+         "train_state.json", "tokenizer/layout.json"]
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_a_flipped_byte_in_any_file_is_caught(short_run, tokenizer_dir, train_shards, tmp_path, name):
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    step = ckpt.latest_checkpoint(run)
+    assert ckpt.verify(step) == []
+    target = step / name
+    if target.is_file() and target.stat().st_nlink > 1:  # tokenizer files are hard links: break the link
+        target.write_bytes(target.read_bytes())
+    flip_byte(target)
+    errors = ckpt.verify(step)
+    assert len(errors) == 1 and name in errors[0] and "checksum mismatch" in errors[0]
+    assert main(["checkpoint", "verify", str(run)]) == 2
+    if name in ("model.safetensors", "config.yaml", "tokenizer/layout.json"):  # what inference reads
+        with pytest.raises(ckpt.CheckpointError, match=name.replace(".", r"\.")):
+            ckpt.load_for_inference(run)
+        if name == "model.safetensors":
+            ckpt.load_for_inference(run, verify=False)  # explicitly unchecked: loads
+    if name != "model.safetensors":  # resuming reads everything else
+        cfg = load_config(TINY, tiny_overrides(tokenizer_dir, train_shards, run, "train.max_steps=3"))
+        with pytest.raises(ckpt.CheckpointError, match=f"{name}: checksum mismatch"):
+            train(cfg)
+
+
+def test_consolidate_cli_round_trip(short_run, tmp_path, capsys):
+    """An intermediate (sharded-only) checkpoint consolidates to the weights the run had at that
+    step: the same tensors DCP restores into a live model."""
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    step1 = run / "checkpoints" / "step_000001"
+    assert not (step1 / "model.safetensors").exists() and ckpt.has_sharded_state(step1)
+    with pytest.raises(ckpt.CheckpointError, match=f"run `mmtok checkpoint consolidate {step1}`"):
+        ckpt.load_for_inference(step1)
+    assert main(["checkpoint", "consolidate", str(step1)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["weights"] == str(step1 / "model.safetensors") and summary["parameters"] > 0
+    assert ckpt.verify(step1) == []  # checksums.json now lists the weights too
+    model, cfg, _ = ckpt.load_for_inference(step1)
+    live = cfg.model.build()
+    opt = cfg.optim.build(live)
+    ckpt.load_checkpoint(step1, live, opt, cfg.schedule.build(opt, 10))
+    for name, t in live.state_dict().items():
+        assert torch.equal(model.state_dict()[name], t), name
+    # The last checkpoint was consolidated by the run itself; step 1's weights differ from it.
+    last, _, _ = ckpt.load_for_inference(run)
+    assert not torch.equal(last.tok_embeddings.weight, model.tok_embeddings.weight)
+    assert main(["checkpoint", "consolidate", str(tmp_path / "nowhere")]) == 2
 
 
 def test_layout_mismatch_is_refused(short_run, tokenizer_dir, train_shards, tmp_path):

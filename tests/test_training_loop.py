@@ -41,10 +41,11 @@ def test_run_logs_metrics_and_writes_checkpoints(reference_run, tokenizer_dir):
     assert steps == ["step_000004", "step_000008"]
     latest = ckpt.latest_checkpoint(reference_run)
     assert latest.name == "step_000008"
-    for name in ("model.safetensors", "optim.pt", "train_state.json", "config.yaml", "tokenizer/layout.json"):
+    for name in ("model.safetensors", "dcp/.metadata", "dcp/__0_0.distcp", "scheduler.pt", "train_state.json",
+                 "config.yaml", "tokenizer/layout.json", "checksums.json"):
         assert (latest / name).is_file(), name
-    extra = torch.load(latest / "optim.pt", weights_only=True)
-    assert extra["scheduler"]["last_epoch"] == STEPS and extra["optimizer"]["state"]
+    assert torch.load(latest / "scheduler.pt", weights_only=True)["last_epoch"] == STEPS
+    assert not (reference_run / "checkpoints" / "step_000004" / "model.safetensors").exists()  # only the last
     state = json.loads((latest / "train_state.json").read_text())
     assert state["step"] == STEPS and state["world_size"] == 1
     assert state["layout_hash"] == json.loads((tokenizer_dir / "layout.json").read_text())["hash"]

@@ -8,13 +8,16 @@ from pathlib import Path
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
-MODEL_FILE = "model.safetensors"
-OPTIM_FILE = "optim.pt"
+MODEL_FILE = "model.safetensors"  # consolidated weights (inference); the last step of a run, or on request
+DCP_DIR = "dcp"  # torch.distributed.checkpoint files: model + optimizer, sharded by the saving ranks
+DCP_METADATA = ".metadata"  # DCP's index of the shard files (inside DCP_DIR)
+SCHEDULER_FILE = "scheduler.pt"  # LambdaLR state; torch.load(weights_only=True)
 STATE_FILE = "train_state.json"
 LOADER_FILE = "loader.pt"
 CONFIG_FILE = "config.yaml"
 TOKENIZER_DIR = "tokenizer"
-REQUIRED = (MODEL_FILE, STATE_FILE, CONFIG_FILE)
+CHECKSUMS_FILE = "checksums.json"  # sha256 of every other file; written last
+REQUIRED = (STATE_FILE, CONFIG_FILE)
 
 
 class CheckpointError(RuntimeError):
@@ -51,7 +54,7 @@ def resolve_checkpoint(path) -> Path:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint path {path} does not exist")
-    if (path / STATE_FILE).exists() or (path / MODEL_FILE).exists():
+    if (path / STATE_FILE).exists() or (path / MODEL_FILE).exists() or (path / DCP_DIR).exists():
         step = path
     else:
         run_dir = path.parent if path.name == CHECKPOINTS else path
@@ -59,9 +62,16 @@ def resolve_checkpoint(path) -> Path:
         if step is None:
             raise CheckpointError(f"{path} holds no checkpoint (no {CHECKPOINTS}/step_* directory)")
     missing = [f for f in REQUIRED if not (step / f).is_file()]
+    if not (step / MODEL_FILE).is_file() and not (step / DCP_DIR / DCP_METADATA).is_file():
+        missing.insert(0, f"{MODEL_FILE} and {DCP_DIR}/{DCP_METADATA}")
     if missing:
         raise CheckpointError(f"checkpoint {step} is incomplete: missing {', '.join(missing)}")
     return step
+
+
+def has_sharded_state(step_dir) -> bool:
+    """The step directory holds DCP training state (model + optimizer), i.e. it can be resumed."""
+    return (Path(step_dir) / DCP_DIR / DCP_METADATA).is_file()
 
 
 def read_train_state(step_dir) -> dict:

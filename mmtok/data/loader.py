@@ -12,8 +12,15 @@ yields finished batches with its state after that batch; the loader remembers th
 last batch it handed out from each worker. torch's DataLoader takes batches from workers round-robin,
 so global batch n is batch n // W of logical worker n % W. On resume after N batches, DataLoader
 worker j plays logical worker (j + N) % W from its saved state, so the next batch is exactly the
-one an uninterrupted run yields at N + 1. The state is tied to world size and worker count (the
-data split depends on both); loading it with others is refused with an error saying so.
+one an uninterrupted run yields at N + 1. A state is tied to world size and worker count (the
+data split depends on both); loading one with others is refused with an error saying so.
+
+Another world size (elastic resume): `load_state_dict({"per_rank": [state of every saved rank]})`
+re-splits. The leftover of the epoch(s) in progress (shards no saved stream finished, each from
+the sample it stopped at), the samples in the saved shuffle buffers and the documents in the saved
+packers' pools are dealt to this run's ranks and workers; then every stream goes on with the next
+epoch, split the new way (`mmtok.data.stream.resplit_streams`). No sample of the interrupted
+epoch is repeated and none is skipped; batches are not those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import torch
 
 from mmtok.data.batch import PackedBatch
 from mmtok.data.packing import Packer, collate_rows
-from mmtok.data.stream import ShardStream, StreamConfig, resolve_shards
+from mmtok.data.stream import ShardStream, StreamConfig, resolve_shards, resplit_streams
 from mmtok.data.templates import TemplateConfig, make_document, pick_caption
 
 STATE_VERSION = 1
@@ -201,6 +208,10 @@ class PackedLoader:
                 "n_shards": len(self.dataset.urls), "worker_states": _tensors(self.worker_states, True)}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from `state` (this rank's saved state), or from {"per_rank": [...]}: the states
+        of every rank of a saved run, re-split if its world size or worker count differs."""
+        if "per_rank" in state:
+            state = self._from_ranks(state["per_rank"])
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"loader state version {state.get('version')} != {STATE_VERSION}")
         mine = self.state_dict()
@@ -217,3 +228,33 @@ class PackedLoader:
                              f"{mine['config']}")  # fmt: skip
         self.batches = state["batches"]
         self.worker_states = {int(k): _tensors(v, False) for k, v in state["worker_states"].items()}
+
+    def _from_ranks(self, states: list[dict]) -> dict:
+        """This rank's state out of every saved rank's (see the module docstring)."""
+        mine = self.state_dict()
+        if not states:
+            raise ValueError("no loader states to resume from")
+        old_world, old_workers = states[0]["world_size"], states[0]["workers"]
+        if (old_world, old_workers) == (self.world_size, mine["workers"]):
+            return next((s for s in states if s["rank"] == self.rank), states[0])  # exact resume
+        for s in states:
+            if s.get("version") != STATE_VERSION or s["n_shards"] != mine["n_shards"] or s["config"] != mine["config"]:
+                raise ValueError(f"loader state of rank {s.get('rank')} was saved with another data set, "
+                                 f"config or version ({s.get('n_shards')} shards, {s.get('config')}); this run "
+                                 f"has {mine['n_shards']} shards, {mine['config']}")  # fmt: skip
+        n = mine["workers"]
+        old = {}  # (rank, worker) -> WorkerPipeline state (numpy)
+        for s in states:
+            for w, ws in s["worker_states"].items():
+                old[(s["rank"], int(w))] = _tensors(ws, False)
+        streams = resplit_streams({k: v["stream"] for k, v in old.items()}, self.dataset.urls,
+                                  self.cfg.stream_config(), old_world, old_workers, self.world_size, n)  # fmt: skip
+        pool = [doc for key in sorted(old) for doc in old[key]["packer"]["pool"]]
+        epoch = next(iter(streams.values()))["epoch"]
+        worker_states = {}
+        for w in range(n):
+            k = self.rank * n + w
+            rng = np.random.default_rng([self.cfg.seed, self.rank, w, 104729, epoch]).bit_generator.state
+            worker_states[w] = {"stream": streams[(self.rank, w)], "packer": {"pool": pool[k :: self.world_size * n]},
+                                "rng": rng, "batches": 0}  # fmt: skip
+        return {**mine, "batches": 0, "worker_states": _tensors(worker_states, True)}

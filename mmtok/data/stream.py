@@ -138,6 +138,11 @@ class StreamConfig:
     #   one reads all shards and keeps every (world*workers)-th sample (any shard count; eval sets)
 
 
+def epoch_order(seed: int, epoch: int, n_shards: int) -> np.ndarray:
+    """The shard permutation of an epoch, the same on every rank and worker."""
+    return np.random.default_rng([seed, epoch]).permutation(n_shards)
+
+
 class ShardStream:
     """The samples one (rank, worker) reads, as an iterator with exact state."""
 
@@ -162,11 +167,15 @@ class ShardStream:
         self.corrupt = 0  # samples / shards skipped as corrupt
         self.rng = np.random.default_rng([cfg.seed, rank, worker, 7919])  # shuffle buffer draws
         self.buffer: list[Sample] = []
+        # Leftover of an earlier world size's epoch(s), read before `epoch` (see resplit_streams):
+        # [shard index, samples of it already read], and how many of these are done.
+        self.pieces: list[tuple[int, int]] = []
+        self.piece_pos = 0
 
     # ---- which shards -----------------------------------------------------------------------------
     def epoch_shards(self, epoch: int) -> list[str]:
         """Non-resampled: this worker's shards for `epoch` (same permutation on every rank)."""
-        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.urls))
+        order = epoch_order(self.cfg.seed, epoch, len(self.urls))
         if self.cfg.split_by == "sample":
             return [self.urls[i] for i in order]
         mine = order[self.rank :: self.world][self.worker :: self.workers]
@@ -184,8 +193,25 @@ class ShardStream:
         self.corrupt += 1
         log.warning("skipping corrupt data: %s", message)
 
+    def _read_pieces(self) -> Iterator[Sample]:
+        """The shard pieces handed over by a re-split (sample_pos: the position in the current one)."""
+        while self.piece_pos < len(self.pieces):
+            idx, skip = self.pieces[self.piece_pos]
+            self.sample_pos = max(self.sample_pos, skip)
+            for raw in iter_shard(self.urls[idx], self.sample_pos, self._on_error):
+                self.sample_pos += 1
+                try:
+                    sample = decode_sample(raw, self.layout_hash)
+                except CorruptSampleError as e:
+                    self._on_error(str(e))
+                    continue
+                yield sample
+            self.piece_pos, self.sample_pos = self.piece_pos + 1, 0
+        self.pieces, self.piece_pos = [], 0
+
     def _read(self) -> Iterator[Sample]:
         """Decoded samples in shard order (no buffer), advancing the position state."""
+        yield from self._read_pieces()
         while self.cfg.epochs is None or self.epoch < self.cfg.epochs:
             if self.cfg.resampled:
                 if self.epoch_read >= self._per_worker_epoch():
@@ -222,6 +248,8 @@ class ShardStream:
         """Shuffled samples: a new sample replaces a random buffered one, which is yielded."""
         size = self.cfg.shuffle_buffer
         for sample in self._read():
+            while len(self.buffer) > max(size, 0):  # a re-split handed this stream more than its size
+                yield self.buffer.pop(int(self.rng.integers(len(self.buffer))))
             if size <= 0:
                 yield sample
                 continue
@@ -238,7 +266,8 @@ class ShardStream:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "shard_pos": self.shard_pos, "sample_pos": self.sample_pos,
                 "epoch_read": self.epoch_read, "epoch_decoded": self.epoch_decoded, "corrupt": self.corrupt, "rng": self.rng.bit_generator.state,
-                "buffer": [s.to_state() for s in self.buffer], "n_urls": len(self.urls)}  # fmt: skip
+                "buffer": [s.to_state() for s in self.buffer], "n_urls": len(self.urls),
+                "pieces": [list(p) for p in self.pieces], "piece_pos": self.piece_pos}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         if state["n_urls"] != len(self.urls):
@@ -247,3 +276,68 @@ class ShardStream:
         self.epoch_read, self.epoch_decoded, self.corrupt = state["epoch_read"], state["epoch_decoded"], state["corrupt"]
         self.rng.bit_generator.state = state["rng"]
         self.buffer = [Sample.from_state(s) for s in state["buffer"]]
+        self.pieces = [(int(i), int(k)) for i, k in state.get("pieces", [])]
+        self.piece_pos = int(state.get("piece_pos", 0))
+
+
+def _epoch_owner(i: int, world: int, workers: int) -> tuple[int, int, int]:
+    """Position i of an epoch's shard permutation -> (rank, worker, index in that worker's list),
+    the inverse of `order[rank::world][worker::workers]`."""
+    j = i // world
+    return i % world, j % workers, j // workers
+
+
+def resplit_streams(old: dict[tuple[int, int], dict | None], urls: list[str], cfg: StreamConfig,
+                    old_world: int, old_workers: int, world: int, workers: int) -> dict[tuple[int, int], dict]:
+    """Stream states of a run saved on `old_world` ranks x `old_workers` workers -> states for
+    `world` x `workers`, continuing from the same global position.
+
+    `old[(rank, worker)]` is each saved stream's state (None: it had not started). The rule
+    (non-resampled, split_by="shard"): for every epoch some old stream had not finished, the
+    shards of its permutation that no old stream had finished, each with the number of samples
+    already read from it, are the leftover pieces. They are dealt to the new streams like shards
+    (`pieces[rank::world][worker::workers]`); each new stream reads its pieces, then goes on with
+    the epoch after the newest old one, split the new way. The old shuffle buffers (read but not
+    yet yielded) are dealt to the new streams too. So no sample of the interrupted epochs is read
+    twice and none is left out. Resampled streams draw with replacement: the new streams start
+    the epoch after the newest old one (the draws of the rest of that epoch are not made);
+    the buffers are dealt the same way."""
+    if cfg.split_by != "shard":
+        raise ValueError(f"split_by={cfg.split_by!r} streams cannot be re-split for another world size "
+                         "(resume with the same number of ranks and workers)")
+    fresh = {"epoch": 0, "shard_pos": 0, "sample_pos": 0, "pieces": [], "piece_pos": 0, "buffer": [], "corrupt": 0}
+    streams = {(r, w): old.get((r, w)) or fresh for r in range(old_world) for w in range(old_workers)}
+    first = min(s["epoch"] for s in streams.values())
+    last = max(s["epoch"] for s in streams.values())
+    pieces: list[tuple[int, int]] = []
+    for key in sorted(streams):  # pieces an earlier re-split gave these streams, not yet read
+        s = streams[key]
+        for n, (idx, skip) in enumerate(s["pieces"][s["piece_pos"]:]):
+            pieces.append((int(idx), max(int(skip), int(s["sample_pos"])) if n == 0 else int(skip)))
+    if not cfg.resampled:
+        for epoch in range(first, last + 1):
+            if cfg.epochs is not None and epoch >= cfg.epochs:
+                break
+            for i, idx in enumerate(epoch_order(cfg.seed, epoch, len(urls))):
+                r, w, k = _epoch_owner(i, old_world, old_workers)
+                s = streams[(r, w)]
+                in_pieces = s["piece_pos"] < len(s["pieces"])  # it has not begun its own epoch yet
+                shard_pos, sample_pos = s["shard_pos"], 0 if in_pieces else s["sample_pos"]
+                if s["epoch"] > epoch or (s["epoch"] == epoch and k < shard_pos):
+                    continue  # read to the end
+                done = sample_pos if s["epoch"] == epoch and k == shard_pos else 0
+                pieces.append((int(idx), int(done)))
+    buffers = [b for key in sorted(streams) for b in streams[key]["buffer"]]
+    corrupt = sum(int(s["corrupt"]) for s in streams.values())
+    out, n_new = {}, world * workers
+    for r in range(world):
+        for w in range(workers):
+            stream = ShardStream(urls, cfg, r, world, w, workers)
+            stream.epoch = last + 1
+            stream.rng = np.random.default_rng([cfg.seed, r, w, 7919, last + 1])
+            state = stream.state_dict()
+            state["pieces"] = [list(p) for p in pieces[r::world][w::workers]]
+            state["buffer"] = buffers[r * workers + w :: n_new]
+            state["corrupt"] = corrupt if (r, w) == (0, 0) else 0
+            out[(r, w)] = state
+    return out

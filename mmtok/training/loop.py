@@ -184,6 +184,7 @@ class Trainer:
         self.scheduler = cfg.schedule.build(self.optimizer, t.max_steps)
         self.data = data if data is not None else cfg.data.build(self.tokenizer, rank=info.rank,
                                                                  world_size=info.world_size)
+        self.checkpointer = ckpt.Checkpointer(self.out_dir, t.keep_last_k, t.async_checkpoint, t.verify_checkpoints)
         self.step = self.resume()
         self.logger = self.metrics_file = None
         if info.is_main:
@@ -224,19 +225,18 @@ class Trainer:
             return 0
         # Layout first: a checkpoint from another tokenizer would otherwise fail on shapes.
         self.tokenizer.layout.require(ckpt.read_train_state(path).get("layout_hash"), f"checkpoint {path}")
-        state = ckpt.load_checkpoint(path, self.wrapped, self.optimizer, self.scheduler)
+        state = self.checkpointer.load(path, self.wrapped, self.optimizer, self.scheduler)
         self.data.load_state_dict(state["data"])
         log.info("resumed from %s (step %d)", path, state["step"])
         return state["step"]
 
     def save(self) -> None:
-        path = ckpt.save_checkpoint(
-            self.out_dir, self.step, self.wrapped, self.optimizer, self.scheduler,
+        """Checkpoint this step (logged by the checkpointer once complete; async: later)."""
+        self.checkpointer.save(
+            self.step, self.wrapped, self.optimizer, self.scheduler,
             {"data": self.data.state_dict(), "layout_hash": self.tokenizer.layout.hash, "config": self.cfg.to_dict()},
-            self.cfg.to_yaml(), self.out_dir / ckpt.TOKENIZER_DIR, self.cfg.train.keep_last_k,
+            self.cfg.to_yaml(), self.out_dir / ckpt.TOKENIZER_DIR,
         )
-        if path is not None:
-            log.info("saved checkpoint %s", path)
 
     def train_step(self, batches: Iterator[PackedBatch]) -> dict:
         """One optimizer step over the global batch; returns its metrics record."""
@@ -309,6 +309,7 @@ class Trainer:
                 run_evals(self.eval_callbacks, self.wrapped, self.tokenizer, self.step, self.logger, self.out_dir)
             over = t.max_minutes is not None and time.monotonic() - t_start > 60 * t.max_minutes
             signalled, out_of_time = stop.any_rank(self.info.device, over)
+            self.checkpointer.poll()  # finalize a background save once every rank has written it
             if signalled or out_of_time or self.step % t.checkpoint_interval == 0 or self.step == t.max_steps:
                 self.save()
                 saved_at = self.step
@@ -320,6 +321,12 @@ class Trainer:
                 break
         if saved_at != self.step:
             self.save()
+        final = self.checkpointer.close()  # waits for a background save
+        if t.consolidate_final and final is not None and (self.step >= t.max_steps or out_of_time):
+            if self.info.is_main:
+                log.info("consolidated weights %s", ckpt.consolidate(final, verify=False))
+            if dist.is_initialized():
+                dist.barrier()
         if self.info.is_main:
             self.metrics_file.close()
             self.logger.finish()
