@@ -19,7 +19,20 @@ from mmtok.demo.captions import (
     parse_caption,
     tempo_class,
 )
-from mmtok.demo.corpus import SIZES, CorpusSize, build_demo_corpus, clip_captions, corpus_size, plan_corpus
+from mmtok.demo.corpus import (
+    COLLECTIONS,
+    OOD,
+    OOD_LEVELS,
+    SIZES,
+    TRAIN_LEVELS,
+    CorpusSize,
+    build_demo_corpus,
+    clip_captions,
+    corpus_size,
+    ood_conditions,
+    plan_corpus,
+)
+from mmtok.demo.textures import TEXTURES
 
 MANIFEST_FIELDS = ("audio", "text", "piece", "instrument", "family", "program", "tempo_bpm", "tempo_class",
                    "key", "mode", "meter", "soundfont", "transpose", "duration")  # fmt: skip
@@ -77,22 +90,71 @@ def test_plan_is_deterministic_and_varied():
     fonts = ["fluidr3", "musescore", "timgm6mb"]
     a, b = plan_corpus(SIZES["smoke"], 3, fonts), plan_corpus(SIZES["smoke"], 3, fonts)
     assert a == b and a != plan_corpus(SIZES["smoke"], 4, fonts)
-    assert len(a) == SIZES["smoke"].n_pieces * SIZES["smoke"].clips_per_piece
+    inside = [s for s in a if s.split != OOD]
+    pieces = {s.piece for s in inside}
+    assert len(inside) == len(pieces) * SIZES["smoke"].clips_per_piece
+    assert abs(len(pieces) - SIZES["smoke"].n_pieces) <= 2  # each collection's share is rounded
     assert len({s.program for s in a}) >= 15 and {s.soundfont for s in a} == set(fonts)
     assert {tempo_class(s.tempo_bpm) for s in a} == set(TEMPO_CLASSES)
-    assert len({s.transpose for s in a}) >= 6 and len({s.collection for s in a}) >= 6
+    assert len({s.transpose for s in a}) >= 6 and len({s.collection for s in inside}) >= 5
+    assert {s.texture for s in inside} == set(TEXTURES)
+    assert all(len(s.levels) == 1 and TRAIN_LEVELS[0] <= s.levels[0] <= TRAIN_LEVELS[1] for s in inside)
+
+
+def test_the_out_of_distribution_split_shares_no_piece_or_collection_with_training(demo_corpus_dir):
+    held_out = {c.name for c in COLLECTIONS if c.held_out}
+    trained = [r for s in ("train", "valid", "test") for r in read(demo_corpus_dir / f"{s}.jsonl")]
+    ood = read(demo_corpus_dir / "ood.jsonl")
+    assert ood and {r["piece"] for r in ood}.isdisjoint(r["piece"] for r in trained)
+    named = lambda r: {r.get("collection"), r.get("composer")}  # the caption names one of the two
+    assert all(named(r).isdisjoint(held_out) for r in trained)
+    assert {c.name for c in COLLECTIONS if c.held_out and c.composer} <= {r["composer"] for r in ood} | held_out
+    assert {dir_ for c in COLLECTIONS if c.held_out for dir_ in c.dirs} >= {r["piece"].split("/")[0] for r in ood}
+    # Every clip at each level: the same music, scaled; quiet levels exact, loud ones peak-limited.
+    for level, suffix in ood_conditions():
+        rows = read(demo_corpus_dir / f"ood{suffix}.jsonl")
+        assert len(rows) == len(ood) // len(OOD_LEVELS) and all(r["level_db"] == level for r in rows)
+        for r in rows:
+            wav, _ = sf.read(r["audio"], dtype="float32")
+            rms_db = 20 * np.log10(np.sqrt(np.mean(wav.astype(np.float64) ** 2)))
+            assert rms_db == pytest.approx(r["rms_dbfs"], abs=0.05) and r["rms_dbfs"] <= level + 0.05
+            assert np.abs(wav).max() <= 0.99 + 1e-4
+            if level == OOD_LEVELS[0]:  # the quietest level leaves headroom for any peak
+                assert r["rms_dbfs"] == pytest.approx(level, abs=0.05)
+    trained_levels = [r["rms_dbfs"] for r in trained]
+    assert max(trained_levels) - min(trained_levels) > 6  # clips of the other splits at varied levels
+
+
+@pytest.mark.parametrize("piece", ["essenFolksong/altdeu10.abc#1", "bach/bwv66.6.mxl"])
+def test_textures_put_the_melody_over_an_accompaniment_in_the_same_key(piece):
+    from mmtok.demo.corpus import excerpt, parse_piece
+    from mmtok.demo.textures import apply_texture
+
+    score = parse_piece(piece)
+    key = excerpt(score, 0.0, 12.0).analyze("key")
+    top = [n.pitches[-1].ps for n in excerpt(score, 0.0, 12.0).parts[0].flatten().notes]
+    for name in TEXTURES:
+        textured = apply_texture(excerpt(score, 0.0, 12.0), name, np.random.default_rng(0))
+        notes = list(textured.recurse().notes)
+        assert notes and all(30 <= n.volume.velocity <= 120 for n in notes), name
+        if name != "as_written":
+            assert len(notes) > len(top), name  # something was added under (or beside) the melody
+        if name in ("block_chords", "alberti", "arpeggio", "wide"):
+            melody = [n.pitches[-1].ps - (12 if name == "wide" else 0) for n in textured.parts[0].flatten().notes]
+            assert melody == top, name  # the tune itself is kept
+            assert textured.analyze("key").sharps == key.sharps, name  # the harmony fits the key (or its relative)
 
 
 def test_corpus_size_replaces_either_number_of_a_named_size():
     assert corpus_size("default") == SIZES["default"]
-    assert corpus_size("default", clips_per_piece=8) == CorpusSize(SIZES["default"].n_pieces, 8)
-    assert corpus_size("smoke", pieces=10) == CorpusSize(10, SIZES["smoke"].clips_per_piece)
+    assert corpus_size("default", clips_per_piece=8) == CorpusSize(SIZES["default"].n_pieces, 8, SIZES["default"].ood_pieces)
+    assert corpus_size("smoke", pieces=10) == CorpusSize(10, SIZES["smoke"].clips_per_piece, SIZES["smoke"].ood_pieces)
     fonts = ["fluidr3", "timgm6mb"]
     more = plan_corpus(corpus_size("smoke", clips_per_piece=5), 0, fonts)
     same_pieces = plan_corpus(SIZES["smoke"], 0, fonts)
     # More clips of the SAME pieces in the SAME splits: the test split stays unseen whatever the size.
     assert {(s.piece, s.split) for s in more} == {(s.piece, s.split) for s in same_pieces}
-    assert len(more) == 5 * SIZES["smoke"].n_pieces
+    assert len([s for s in more if s.split != OOD]) == 5 * len({s.piece for s in more if s.split != OOD})
     with pytest.raises(ValueError, match="unknown corpus size 'huge'"):
         corpus_size("huge")
     with pytest.raises(ValueError, match="clips_per_piece must be >= 1"):
@@ -102,7 +164,7 @@ def test_corpus_size_replaces_either_number_of_a_named_size():
 def test_build_resumes_without_rerendering(demo_corpus_dir):
     before = {p.name: p.stat().st_mtime_ns for p in (demo_corpus_dir / "audio").glob("*.flac")}
     manifest = (demo_corpus_dir / "train.jsonl").read_text()
-    summary = build_demo_corpus(demo_corpus_dir, CorpusSize(6, 2), seed=0, workers=1, clip_seconds=3.0,
+    summary = build_demo_corpus(demo_corpus_dir, CorpusSize(6, 2, 3), seed=0, workers=1, clip_seconds=3.0,
                                 progress=False, captions_per_clip=3)  # fmt: skip
     after = {p.name: p.stat().st_mtime_ns for p in (demo_corpus_dir / "audio").glob("*.flac")}
     assert before == after and (demo_corpus_dir / "train.jsonl").read_text() == manifest
@@ -122,7 +184,7 @@ def test_captions_per_clip_word_the_same_facts_differently(demo_corpus_dir, tmp_
     copy = tmp_path / "corpus"
     shutil.copytree(demo_corpus_dir, copy)
     before = {p.name: p.stat().st_mtime_ns for p in (copy / "audio").glob("*.flac")}
-    build_demo_corpus(copy, CorpusSize(6, 2), seed=0, workers=1, clip_seconds=3.0, progress=False,
+    build_demo_corpus(copy, CorpusSize(6, 2, 3), seed=0, workers=1, clip_seconds=3.0, progress=False,
                       captions_per_clip=1)  # fmt: skip
     assert before == {p.name: p.stat().st_mtime_ns for p in (copy / "audio").glob("*.flac")}
     one = read(copy / "train.jsonl")
@@ -168,8 +230,9 @@ def test_cli_demo_corpus_resumes(demo_corpus_dir, capsys):
 
     manifest = (demo_corpus_dir / "valid.jsonl").read_text()
     assert main(["data", "demo-corpus", "--out", str(demo_corpus_dir), "--pieces", "6", "--clips-per-piece", "2",
-                 "--clip-seconds", "3", "--workers", "1", "--captions-per-clip", "3"]) == 0  # fmt: skip
+                 "--ood-pieces", "3", "--clip-seconds", "3", "--workers", "1", "--captions-per-clip", "3"]) == 0  # fmt: skip
     summary = json.loads(capsys.readouterr().out)
     assert summary["skipped"] == 0 and summary["pieces"] == len({r["piece"] for s in ("train", "valid", "test")
-                                                                 for r in read(demo_corpus_dir / f"{s}.jsonl")})
+                                                                 for r in read(demo_corpus_dir / f"{s}.jsonl")}) + len(
+        {r["piece"] for r in read(demo_corpus_dir / "ood.jsonl")})
     assert (demo_corpus_dir / "valid.jsonl").read_text() == manifest

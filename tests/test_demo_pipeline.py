@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from mmtok.demo.corpus import CORPUS_VERSION
 from mmtok.demo.pipeline import STAGES, DemoConfig, DemoPipeline
 
 
 @pytest.mark.slow
 def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, capsys, monkeypatch):
     cfg = DemoConfig(
-        out=str(tmp_path / "demo"), size="smoke", clips_per_piece=2,
+        out=str(tmp_path / "demo"), size="smoke", clips_per_piece=2, ood_pieces=2,
         codec="fit", codec_preset="tiny", codec_minutes=0.1,
         config="tiny", train_minutes=5.0, generate_seconds=1.0,
         overrides=["train.max_steps=60", "data.seq_len=512", "model.max_seq_len=512", "train.eval_interval=0",
@@ -42,9 +43,13 @@ def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, 
     assert any(c.strip() for c in captions), "the trained model generated no caption text at all"
     assert results["perplexity"]["text"]["tokens"] > 0 and results["perplexity"]["audio"]["tokens"] > 0
 
+    conditions = results["generalization"]
+    assert len(conditions) == 4 and all(c["n"] > 0 for c in conditions.values())  # test split + 3 levels
+    for c in conditions.values():
+        assert 0.0 <= c["attributes"]["instrument"]["accuracy"] <= 1.0
     md = (out / "report" / "results.md").read_text()
-    assert "loss_curves.png" in md and "BLEU-4" in md and "majority" in md
-    assert "Corpus size `smoke` (clips per piece 2, captions per clip 4)" in md
+    assert "loss_curves.png" in md and "BLEU-4" in md and "majority" in md and "held-out collections, 30 dB" in md
+    assert "Corpus size `smoke` (clips per piece 2, ood pieces 2, captions per clip 4)" in md
     clip_ids = [json.loads(line)["id"] for line in test_items]
     assert {i.rsplit("_", 1)[1] for i in clip_ids} == {"0", "1"}  # --clips-per-piece reached the corpus
     assert all(len(json.loads(line)["references"]) == 3 for line in test_items)  # 4 wordings by default
@@ -112,9 +117,10 @@ def test_the_whole_configuration_is_checked_before_the_first_stage(tmp_path, mon
 
 def test_custom_corpus_size_reaches_the_corpus_stage_and_its_fingerprint():
     default = DemoPipeline(DemoConfig(captions_per_clip=1))
-    assert default.stage_params("corpus")["own"] == {"size": "default", "seed": 0}  # older runs stay complete
+    v = CORPUS_VERSION  # a generator that makes other clips from the same size and seed makes old corpora stale
+    assert default.stage_params("corpus")["own"] == {"size": "default", "seed": 0, "version": v}
     more = DemoPipeline(DemoConfig(clips_per_piece=8, captions_per_clip=1))
-    assert more.stage_params("corpus")["own"] == {"size": "default", "seed": 0, "clips_per_piece": 8}
+    assert more.stage_params("corpus")["own"] == {"size": "default", "seed": 0, "version": v, "clips_per_piece": 8}
     # Everything made from the corpus is stale when it changes.
     assert more.stage_params("train")["upstream"][0] != default.stage_params("train")["upstream"][0]
 
@@ -125,6 +131,7 @@ def test_captions_per_clip_reach_the_corpus_stage_from_the_cli():
 
     args = build_parser().parse_args(["demo", "--out", "runs/x", "--captions-per-clip", "2"])
     pipe = DemoPipeline(demo_config(args))
-    assert pipe.stage_params("corpus")["own"] == {"size": "default", "seed": 0, "captions_per_clip": 2}
+    assert pipe.stage_params("corpus")["own"] == {"size": "default", "seed": 0, "version": CORPUS_VERSION,
+                                                  "captions_per_clip": 2}
     default = build_parser().parse_args(["demo"])
     assert DemoPipeline(demo_config(default)).stage_params("corpus")["own"]["captions_per_clip"] == 4

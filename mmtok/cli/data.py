@@ -17,6 +17,8 @@ def register(subparsers) -> None:
                    help="smoke ~72 clips (minutes), default ~2.8k clips (~16 min on 2 cores), large ~36k (hours)")
     p.add_argument("--pieces", type=int, default=None, help="custom size: number of pieces (overrides --size)")
     p.add_argument("--clips-per-piece", type=int, default=None, help="custom size: clips per piece")
+    p.add_argument("--ood-pieces", type=int, default=None,
+                   help="custom size: pieces of the held-out collections (the out-of-distribution split; 0: none)")
     p.add_argument("--captions-per-clip", type=int, default=CAPTIONS_PER_CLIP,
                    help=f"wordings per clip (default {CAPTIONS_PER_CLIP}): the first is `text`, the others "
                    "`references` (training draws one each time)")
@@ -51,7 +53,7 @@ def register(subparsers) -> None:
 def _demo_corpus(args) -> None:
     from mmtok.demo.corpus import build_demo_corpus, corpus_size
 
-    size = corpus_size(args.size, args.pieces, args.clips_per_piece)
+    size = corpus_size(args.size, args.pieces, args.clips_per_piece, args.ood_pieces)
     summary = build_demo_corpus(args.out, size=size, seed=args.seed, workers=args.workers,
                                 clip_seconds=args.clip_seconds, sample_rate=args.sample_rate,
                                 captions_per_clip=args.captions_per_clip)  # fmt: skip

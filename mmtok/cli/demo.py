@@ -13,6 +13,8 @@ def register(sub) -> None:
     p.add_argument("--pieces", type=int, default=d.pieces, help="custom corpus size: number of pieces")
     p.add_argument("--clips-per-piece", type=int, default=d.clips_per_piece,
                    help="custom corpus size: clips rendered per piece (8 at --size default)")
+    p.add_argument("--ood-pieces", type=int, default=d.ood_pieces,
+                   help="custom corpus size: held-out pieces for the out-of-distribution test (60 at --size default)")
     p.add_argument("--captions-per-clip", type=int, default=d.captions_per_clip,
                    help=f"wordings of each clip's caption (default {d.captions_per_clip}); training draws one each time")
     p.add_argument("--stage", action="append", choices=STAGES, help="run only this stage (repeatable)")
@@ -25,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--bandwidth", type=float, default=d.bandwidth, help="codec bandwidth in kbps")
     p.add_argument("--n-codebooks", type=int, default=d.n_codebooks, help="codebooks per frame the model sees")
     p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="SentencePiece vocabulary size")
+    p.add_argument("--loudness", default=d.loudness,
+                   help=f"the tokenizer's loudness rule: lufs[:TARGET], rms[:TARGET] or none (default {d.loudness})")
     p.add_argument("--config", default=d.config, help=f"training preset name or YAML path (default {d.config})")
     p.add_argument("--train-minutes", type=float, default=d.train_minutes,
                    help=f"wall-clock cap on training (default {d.train_minutes:g}); it checkpoints and stops there")
@@ -40,10 +44,11 @@ def register(sub) -> None:
 def demo_config(args) -> DemoConfig:
     return DemoConfig(
         out=args.out, size=args.size, pieces=args.pieces, clips_per_piece=args.clips_per_piece,
+        ood_pieces=args.ood_pieces,
         captions_per_clip=args.captions_per_clip, seed=args.seed,
         codec=args.codec, codec_preset=args.codec_preset,
         codec_minutes=args.codec_minutes, bandwidth=args.bandwidth, n_codebooks=args.n_codebooks,
-        vocab_size=args.vocab_size, config=args.config, train_minutes=args.train_minutes,
+        vocab_size=args.vocab_size, loudness=args.loudness, config=args.config, train_minutes=args.train_minutes,
         train_steps=args.train_steps, steps_per_minute=args.steps_per_minute, overrides=list(args.overrides), generate_prompt=args.prompt,
     )
 

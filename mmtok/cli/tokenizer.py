@@ -8,6 +8,7 @@ another layout fails with a clear error.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -29,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--n-codebooks", type=int, default=None, help="keep only the first k codebooks in ids")
     p.add_argument("--encodec-dir", default=None,
                    help="local encodec checkpoint directory (offline); default $MMTOK_ENCODEC_DIR")
+    p.add_argument("--loudness", default="lufs:-23",
+                   help="loudness rule inputs are brought to before encoding: lufs[:TARGET] (BS.1770, default "
+                        "lufs:-23), rms[:TARGET] (dBFS) or none; encodec_48khz always takes none")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_build)
 
@@ -108,7 +112,7 @@ def _build(args):
     tok = MultimodalTokenizer.build(args.text, codec=args.codec, out=args.out, bandwidth=args.bandwidth,
                                     vocab_size=args.vocab_size, model_type=args.model_type,
                                     serialization=args.serialization, n_codebooks=args.n_codebooks,
-                                    repository=args.encodec_dir, overwrite=args.overwrite)
+                                    repository=args.encodec_dir, overwrite=args.overwrite, loudness=args.loudness)
     print(json.dumps(summary(tok, args.out), indent=2))
 
 
@@ -125,7 +129,8 @@ def _encode(args):
         codes = tok.encode_audio(args.audio)
         ids = tok.codes_to_ids(codes)
         meta.update(kind="audio", source=str(args.audio), n_samples=codes.n_samples,
-                    sample_rate=codes.sample_rate, codec=codes.codec, n_frames=codes.n_frames)
+                    sample_rate=codes.sample_rate, codec=codes.codec, n_frames=codes.n_frames,
+                    gain_db=codes.gain_db)
     out = Path(args.out)
     _write_atomic(sidecar_of(out), lambda p: p.write_text(json.dumps(meta, indent=2)))
 
@@ -159,6 +164,7 @@ def _decode(args):
         codes = tok.ids_to_codes(ids, source=str(path))
         if meta.get("n_samples") and meta.get("codec") == codes.codec and meta.get("n_frames") == codes.n_frames:
             codes.n_samples = int(meta["n_samples"])  # exact length from the sidecar
+            codes.gain_db = float(meta.get("gain_db", 0.0))  # and the input's level
         wav, sr = tok.decode_audio(codes)
         _write_atomic(out, lambda p: sf.write(p, wav.T, sr, format="WAV", subtype="FLOAT"))
         print(json.dumps({"out": str(out), "seconds": wav.shape[1] / sr, "sample_rate": sr}))
@@ -180,6 +186,7 @@ def summary(tok, path) -> dict:
         "audio_tokens_per_second": cfg.frame_rate * cfg.n_codebooks
         + (4 if lay.n_scale_tokens else 0),  # + one 4-byte scale per 1 s segment
         "fitted_codec_sha256": cfg.codec_sha256,
+        "loudness": asdict(tok.loudness),
     }
 
 

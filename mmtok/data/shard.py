@@ -131,6 +131,7 @@ def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, byte
         "frames": codes.n_frames,
         "frame_rate": tok.frame_rate,
         "frames_per_segment": codes.frames_per_segment,  # with scales.npy (encodec_48khz), else None
+        "gain_db": round(codes.gain_db, 4),  # the tokenizer's loudness rule's gain for this item
         "layout_hash": tok.layout.hash,
     }
     members = {

@@ -29,12 +29,13 @@ from mmtok.codec.fit import fit_codec
 from mmtok.config import load_config
 from mmtok.data.shard import shard_manifest
 from mmtok.demo.attributes import DEMO_GRAMMAR
-from mmtok.demo.corpus import CAPTIONS_PER_CLIP, build_demo_corpus, corpus_size
+from mmtok.demo.corpus import CAPTIONS_PER_CLIP, CORPUS_VERSION, OOD, build_demo_corpus, corpus_size, ood_conditions
 from mmtok.demo.report import write_demo_report
 from mmtok.eval.evaluate import evaluate
 from mmtok.eval.report import write_report
 from mmtok.generate.captioner import Captioner
 from mmtok.tokenizer.codec import pretrained_available
+from mmtok.tokenizer.loudness import LoudnessRule
 from mmtok.tokenizer.multimodal import MultimodalTokenizer
 from mmtok.training.evals import default_evals
 from mmtok.training.loop import train
@@ -47,6 +48,7 @@ class DemoConfig:
     pieces: int | None = None  # replaces the size's number of pieces (the unit of the split)
     clips_per_piece: int | None = None  # replaces the size's clips per piece (8 at `default`): more
     #   renderings of the same pieces (other instrument, tempo, key, excerpt) = more training clips
+    ood_pieces: int | None = None  # replaces the size's number of held-out pieces (the out-of-distribution test)
     captions_per_clip: int = CAPTIONS_PER_CLIP  # wordings of each clip's facts: `text` + `references`
     #   (training draws one each time it uses the clip; evaluation scores against all)
     seed: int = 0  # corpus plan, codec fit, training: the whole run is deterministic from it
@@ -58,6 +60,7 @@ class DemoConfig:
     bandwidth: float | None = None  # codec bandwidth in kbps (None: the codec's default)
     n_codebooks: int = 2  # codebooks per frame the model sees (the token budget's main lever)
     vocab_size: int = 600  # SentencePiece pieces (captions use a small vocabulary)
+    loudness: str = "lufs:-23"  # the tokenizer's loudness rule (mmtok/tokenizer/loudness.py)
     config: str = "demo_small"  # training preset name (shipped with the package) or YAML path
     train_minutes: float = 30.0  # wall-clock cap on training; the run checkpoints and stops there
     train_steps: int | None = None  # length of the LR schedule (train.max_steps). None: the config's
@@ -108,7 +111,7 @@ class DemoPipeline:
     # ---- stages, in order -------------------------------------------------------------------------
     def corpus(self) -> dict:
         c = self.cfg
-        size = corpus_size(c.size, c.pieces, c.clips_per_piece)
+        size = corpus_size(c.size, c.pieces, c.clips_per_piece, c.ood_pieces)
         return build_demo_corpus(self.path("corpus"), size=size, seed=c.seed, captions_per_clip=c.captions_per_clip)
 
     def codec(self) -> dict:
@@ -130,7 +133,7 @@ class DemoPipeline:
         tok = MultimodalTokenizer.build(
             text_files=[self.path("corpus", "captions.txt")], codec=codec, out=self.path("tokenizer"),
             bandwidth=self.cfg.bandwidth, vocab_size=self.cfg.vocab_size, n_codebooks=self.cfg.n_codebooks,
-            overwrite=True,
+            overwrite=True, loudness=self.cfg.loudness,
         )
         return {"tokenizer": str(self.path("tokenizer")), "vocab_size": len(tok), "layout": tok.layout.hash,
                 "frame_rate": tok.frame_rate, "n_codebooks": tok.layout.n_codebooks}
@@ -170,7 +173,7 @@ class DemoPipeline:
         """Check the whole configuration before the first stage: a typo in a training override
         should not surface after an hour of corpus, codec and shards."""
         c = self.cfg
-        corpus_size(c.size, c.pieces, c.clips_per_piece)
+        corpus_size(c.size, c.pieces, c.clips_per_piece, c.ood_pieces)
         for name in ("captions_per_clip", "n_codebooks", "vocab_size"):
             if getattr(c, name) <= 0:
                 raise ValueError(f"demo {name} must be positive, got {getattr(c, name)}")
@@ -179,15 +182,24 @@ class DemoPipeline:
                 raise ValueError(f"demo {name} must be >= 0, got {getattr(c, name)}")
         if c.codec_preset not in CODEC_PRESETS:
             raise ValueError(f"codec preset {c.codec_preset!r} is not one of {', '.join(sorted(CODEC_PRESETS))}")
+        LoudnessRule.parse(c.loudness)
         load_config(c.config, self.train_overrides())  # ConfigError names the key
 
     def eval(self) -> dict:
+        """The unseen test pieces (with held-out perplexity), then the held-out collections at
+        each level: eval/eval.{json,md} and eval/ood_m30.{json,md}, ..."""
         captioner = Captioner.from_checkpoint(self.path("train"))
         report = evaluate(captioner, self.path("corpus", "test.jsonl"),
                           shards=f"{self.path('shards', 'shards.jsonl')}#test", run_config=captioner.run_config,
                           attributes=DEMO_GRAMMAR)
         json_path, md_path = write_report(self.path("eval"), report)
-        return {"json": str(json_path), "markdown": str(md_path)}
+        written = {"json": str(json_path), "markdown": str(md_path)}
+        for _, suffix in ood_conditions():
+            manifest = self.path("corpus", f"{OOD}{suffix}.jsonl")
+            if manifest.is_file() and manifest.stat().st_size:  # corpora without held-out pieces have none
+                ood = evaluate(captioner, manifest, attributes=DEMO_GRAMMAR)
+                written[f"{OOD}{suffix}"] = str(write_report(self.path("eval"), ood, stem=f"{OOD}{suffix}")[0])
+        return written
 
     def report(self) -> dict:
         return write_demo_report(self)
@@ -196,16 +208,18 @@ class DemoPipeline:
         """The corpus options set away from their old defaults (the corpus fingerprint and the
         report's heading). Only those, so that runs made before the knobs existed stay complete."""
         c = self.cfg
-        custom = {k: v for k, v in (("pieces", c.pieces), ("clips_per_piece", c.clips_per_piece)) if v is not None}
+        custom = {k: v for k, v in (("pieces", c.pieces), ("clips_per_piece", c.clips_per_piece),
+                                    ("ood_pieces", c.ood_pieces)) if v is not None}
         return custom | ({"captions_per_clip": c.captions_per_clip} if c.captions_per_clip != 1 else {})
 
     # ---- driver -----------------------------------------------------------------------------------
     def stage_params(self, name: str) -> dict:
         c = self.cfg
         params = {
-            "corpus": {"size": c.size, "seed": c.seed} | self.corpus_knobs(),
+            "corpus": {"size": c.size, "seed": c.seed, "version": CORPUS_VERSION} | self.corpus_knobs(),
             "codec": {"codec": c.codec, "preset": c.codec_preset, "minutes": c.codec_minutes, "seed": c.seed},
-            "tokenizer": {"bandwidth": c.bandwidth, "n_codebooks": c.n_codebooks, "vocab_size": c.vocab_size},
+            "tokenizer": {"bandwidth": c.bandwidth, "n_codebooks": c.n_codebooks, "vocab_size": c.vocab_size,
+                          "loudness": c.loudness},
             "shards": {},
             "train": {"config": c.config, "overrides": self.train_overrides()},
             "eval": {},

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mmtok.atomic import atomic_path, write_text_atomic
 from mmtok.checkpoint import load_for_inference
+from mmtok.demo.corpus import OOD, ood_conditions
 from mmtok.eval.report import markdown_report
 from mmtok.generate.music import generate_music, write_wav
 
@@ -94,7 +95,8 @@ def plot_loss_curves(records: list[dict], held_out: list[dict], out: Path) -> Pa
     return out
 
 
-def results_markdown(eval_report: dict, generated: dict, config: dict, corpus_knobs: dict) -> str:
+def results_markdown(eval_report: dict, generated: dict, config: dict, corpus_knobs: dict,
+                     generalization: str = "") -> str:
     custom = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in corpus_knobs.items())
     lines = [
         "# mmtok demo results",
@@ -108,8 +110,40 @@ def results_markdown(eval_report: dict, generated: dict, config: dict, corpus_kn
         f"({generated['seconds']:.2f} s at {generated['sample_rate']} Hz).",
         "",
     ]
+    if generalization:
+        lines += ["## Generalization: attribute accuracy (majority baseline) by condition", "",
+                  "Held-out collections and composers were never trained on; their clips are written at "
+                  "three levels (dBFS RMS).", "", generalization, ""]
     body = markdown_report(eval_report).splitlines()
     return "\n".join(lines + body[1:]) + "\n"  # our own title replaces the eval report's
+
+
+GENERALIZATION_ATTRIBUTES = ("instrument", "instrument_name", "tempo_class", "mode", "meter")
+
+
+def generalization_table(conditions: dict[str, dict]) -> str:
+    """Markdown: attribute accuracy (majority baseline) per condition, side by side.
+
+    `conditions`: label -> eval report, e.g. the in-distribution test split and the held-out
+    collections at each level."""
+    header = "| condition | clips | " + " | ".join(GENERALIZATION_ATTRIBUTES) + " |"
+    lines = [header, "|---|---:|" + "---:|" * len(GENERALIZATION_ATTRIBUTES)]
+    for label, report in conditions.items():
+        attrs = report.get("attributes", {})
+        cells = [f"{attrs[a]['accuracy']:.3f} ({attrs[a]['majority_baseline']:.3f})" if a in attrs else "-"
+                 for a in GENERALIZATION_ATTRIBUTES]
+        lines.append(f"| {label} | {report.get('n_captions', 0)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def read_conditions(eval_dir: Path) -> dict[str, dict]:
+    """The eval reports of the demo's conditions that exist: test split, then ood_m30 .. ood_m10."""
+    out = {"test split (unseen pieces)": json.loads((eval_dir / "eval.json").read_text())}
+    for _, suffix in ood_conditions():
+        path = eval_dir / f"{OOD}{suffix}.json"
+        if path.is_file():
+            out[f"held-out collections, {suffix[2:]} dB below full scale"] = json.loads(path.read_text())
+    return out
 
 
 def summary_table(eval_report: dict) -> str:
@@ -130,7 +164,8 @@ def write_demo_report(pipeline) -> dict:
     cfg = pipeline.cfg
     out = pipeline.path("report")
     out.mkdir(parents=True, exist_ok=True)
-    eval_report = json.loads(pipeline.path("eval", "eval.json").read_text())
+    conditions = read_conditions(pipeline.path("eval"))
+    eval_report = next(iter(conditions.values()))
     plot_loss_curves(read_metrics(pipeline.path("train", "metrics.jsonl")),
                      read_metrics(pipeline.path("train", "eval.jsonl"), required=False), out / "loss_curves.png")
 
@@ -140,9 +175,13 @@ def write_demo_report(pipeline) -> dict:
     generated = {"prompt": cfg.generate_prompt, "seconds": wav.shape[-1] / sr, "sample_rate": sr}
 
     config = asdict(cfg)
-    results = {"demo_config": config, "generated": generated, **eval_report}
+    generalization = {label: {"n": r.get("n_captions"), "attributes": r.get("attributes", {}),
+                              "caption_metrics": r.get("caption_metrics", {})} for label, r in conditions.items()}
+    results = {"demo_config": config, "generated": generated, **eval_report, "generalization": generalization}
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
-    write_text_atomic(out / "results.md", results_markdown(eval_report, generated, config, pipeline.corpus_knobs()))
-    print(summary_table(eval_report), flush=True)
+    table = generalization_table(conditions)
+    write_text_atomic(out / "results.md", results_markdown(eval_report, generated, config, pipeline.corpus_knobs(),
+                                                           table))
+    print(summary_table(eval_report) + "\nattribute accuracy (majority baseline) by condition:\n" + table, flush=True)
     print(f"\n[demo] report: {out / 'results.md'}", flush=True)
     return {"report": str(out), "generated_seconds": generated["seconds"]}

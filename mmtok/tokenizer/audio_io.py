@@ -22,6 +22,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from mmtok.tokenizer.loudness import apply_gain
+
 LOWPASS_FILTER_WIDTH = 6  # torchaudio.functional.resample defaults, used to size window margins
 ROLLOFF = 0.99
 
@@ -153,8 +155,9 @@ class CodecInput:
     long as `a` is a multiple of `align` (or the window touches the file's start).
     """
 
-    def __init__(self, source: AudioSource, sample_rate: int, channels: int):
+    def __init__(self, source: AudioSource, sample_rate: int, channels: int, gain_db: float = 0.0):
         self.source, self.sample_rate, self.channels = source, sample_rate, channels
+        self.gain_db = gain_db  # applied to every read (the loudness rule's gain, see loudness.py)
         g = math.gcd(source.sample_rate, sample_rate)
         self.orig, self.new = source.sample_rate // g, sample_rate // g  # resample ratio, reduced
         self.n_samples = math.ceil(source.n_frames * self.new / self.orig)
@@ -169,13 +172,17 @@ class CodecInput:
         return self.new
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        """Codec-rate samples [start, stop) clipped to [0, n_samples), as float32 (channels, n)."""
-        import torchaudio.functional as AF
+        """Codec-rate samples [start, stop) clipped to [0, n_samples), as float32 (channels, n),
+        with `gain_db` applied."""
+        return apply_gain(self._read(start, stop), self.gain_db)
 
+    def _read(self, start: int, stop: int) -> torch.Tensor:
         start, stop = max(0, start), min(self.n_samples, stop)
         if self.orig == self.new:
             wav = self.source.read(start, stop)
             return torch.from_numpy(np.ascontiguousarray(mix_channels(wav, self.channels, self.source.name)))
+        import torchaudio.functional as AF
+
         if start % self.new:
             raise ValueError(f"window start {start} not aligned to {self.new}")
         b0 = start // self.new  # first output block; block i covers source [i*orig, (i+1)*orig)

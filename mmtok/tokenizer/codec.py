@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 
 from mmtok.tokenizer.audio_io import AudioSource, CodecInput
 from mmtok.tokenizer.codes import AudioCodes, segment_frame_counts
+from mmtok.tokenizer.loudness import LoudnessRule, apply_gain
 
 PRETRAINED = {  # codec id -> (encodec factory name, official checkpoint file, default kbps)
     "encodec_24khz": ("encodec_model_24khz", "encodec_24khz-d7cc33bc.th", 6.0),
@@ -39,6 +40,7 @@ PRETRAINED = {  # codec id -> (encodec factory name, official checkpoint file, d
 FITTED_CONFIG = "codec.json"
 FITTED_WEIGHTS = "model.safetensors"
 ENV_REPOSITORY = "MMTOK_ENCODEC_DIR"
+LOUDNESS_SECONDS = 600.0  # the loudness of longer inputs is measured on their first 10 minutes (memory)
 MIN_STABLE_AGREEMENT = 0.5  # collapse guard: share of codebook-0 codes unchanged by a 0.1% gain change
 
 
@@ -153,8 +155,12 @@ class Codec:
     # ---- encode ---------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, audio, sample_rate: int | None = None, chunk_seconds: float = 8.0,
-               context_seconds: float = 2.0, batch_seconds: float = 10.0) -> AudioCodes:
+               context_seconds: float = 2.0, batch_seconds: float = 10.0,
+               loudness: LoudnessRule | None = None) -> AudioCodes:
         """File path or waveform -> AudioCodes, in windows batched together.
+
+        `loudness`: the rule that scales the whole input to its target first (None: as it is);
+        the gain is measured on the first LOUDNESS_SECONDS at the codec's rate and channels.
 
         Seam rule: audio longer than `chunk_seconds` is cut into windows starting at multiples
         of the hop; each is encoded with `context_seconds` of real audio on both sides (left only
@@ -171,12 +177,16 @@ class Codec:
         """
         with (audio if isinstance(audio, AudioSource) else AudioSource(audio, sample_rate)) as src:
             inp = CodecInput(src, self.sample_rate, self.channels)
+            if loudness is not None and loudness.mode != "none":
+                measured = inp.read(0, int(LOUDNESS_SECONDS * self.sample_rate)).numpy()  # (C, n)
+                inp.gain_db = loudness.gain_db(measured, self.sample_rate)
             if self.segment_length is None:
                 codes, scales = self._encode_windows(inp, chunk_seconds, context_seconds, batch_seconds), None
             else:
                 codes, scales = self._encode_segments(inp, batch_seconds)
         return AudioCodes(codes=codes, n_samples=inp.n_samples, sample_rate=self.sample_rate,
-                          codec=self.id, scales=scales, frames_per_segment=self.frames_per_segment)
+                          codec=self.id, scales=scales, frames_per_segment=self.frames_per_segment,
+                          gain_db=inp.gain_db)
 
     @staticmethod
     def _batches(windows: list[tuple[int, ...]], max_samples: int):
@@ -228,7 +238,8 @@ class Codec:
     # ---- decode ---------------------------------------------------------------------------------
     @torch.inference_mode()
     def decode(self, codes: AudioCodes) -> torch.Tensor:
-        """AudioCodes -> waveform (channels, n_samples), exactly encodec's `decode`, trimmed."""
+        """AudioCodes -> waveform (channels, n_samples), exactly encodec's `decode`, trimmed, at the
+        input's level (the loudness rule's gain divided out)."""
         if codes.codec != self.id:
             raise ValueError(f"codes were made by codec {codes.codec}, this codec is {self.id}")
         c = torch.from_numpy(codes.codes)[None]  # (1, K, T)
@@ -244,7 +255,7 @@ class Codec:
             parts = torch.split(c, counts, dim=2)
             scales = torch.from_numpy(codes.scales)
             frames = [(p, scales[i].view(1, 1)) for i, p in enumerate(parts)]
-        return self.model.decode(frames)[0, :, : codes.n_samples]
+        return apply_gain(self.model.decode(frames)[0, :, : codes.n_samples], -codes.gain_db)
 
 
 def load_codec(spec: str, bandwidth: float | None = None, repository=None) -> Codec:

@@ -15,6 +15,7 @@ class AudioCodes:
     codec: str  # codec id: "encodec_24khz", "encodec_48khz" or a fitted codec's name@checksum
     scales: np.ndarray | None = None  # (S,) float32, one per codec segment (encodec_48khz), else None
     frames_per_segment: int | None = None  # frames per scaled segment (with `scales`), else None
+    gain_db: float = 0.0  # gain the loudness rule applied before encoding; decoding divides it out
 
     def __post_init__(self):
         self.codes = np.asarray(self.codes, dtype=np.int64)

@@ -28,12 +28,18 @@ import numpy as np
 from mmtok.tokenizer.codec import FITTED_CONFIG, PRETRAINED, check_not_collapsed, load_codec, sha256_file
 from mmtok.tokenizer.codes import AudioCodes, samples_for_segments, segment_frame_counts
 from mmtok.tokenizer.layout import LayoutMismatchError, Modality, VocabLayout
+from mmtok.tokenizer.loudness import LoudnessRule
 from mmtok.tokenizer.patterns import PartialFrameError, check_pattern, flatten, unflatten
 from mmtok.tokenizer.text import TextTokenizer, train_sentencepiece
 
 TEXT_MODEL, LAYOUT, CONFIG, CODEC_DIR = "spm.model", "layout.json", "tokenizer.json", "codec"
 FORMAT = "mmtok-tokenizer"
 SCALE_BYTES = 4  # one float32 scale per codec segment, as its 4 little-endian IEEE bytes
+DEFAULT_LOUDNESS = "lufs:-23"  # EBU R128's target; see mmtok/tokenizer/loudness.py
+
+
+def _loudness_rule(spec: str | LoudnessRule) -> LoudnessRule:
+    return spec if isinstance(spec, LoudnessRule) else LoudnessRule.parse(spec)
 
 
 @dataclass
@@ -53,6 +59,7 @@ class TokenizerConfig:
     context_seconds: float = 2.0  # ...with this much context each side (frames discarded)...
     batch_seconds: float = 10.0  # ...equal-length windows batched up to this much audio (bounds memory;
     # 10 s = one window: batching measured slower on the 2-core CPU; see Codec.encode)
+    loudness: dict = field(default_factory=dict)  # the LoudnessRule every input is brought to ({}: none)
     layout_hash: str = ""  # hash of layout.json (checked on load)
 
 
@@ -109,8 +116,12 @@ class MultimodalTokenizer:
     @classmethod
     def build(cls, text_files, codec: str, out, bandwidth: float | None = None, vocab_size: int = 8000,
               model_type: str = "bpe", serialization: str = "frame_major", n_codebooks: int | None = None,
-              repository=None, overwrite: bool = False) -> MultimodalTokenizer:
-        """Train SentencePiece, attach a codec, write a self-contained directory atomically."""
+              repository=None, overwrite: bool = False, loudness: str | LoudnessRule = DEFAULT_LOUDNESS,
+              ) -> MultimodalTokenizer:
+        """Train SentencePiece, attach a codec, write a self-contained directory atomically.
+
+        loudness: the rule inputs are brought to before encoding (`LoudnessRule` or "lufs:-23",
+        "rms:-20", "none"); codecs that scale each segment themselves (encodec_48khz) take none."""
         check_pattern(serialization)
         tmp, commit = _atomic_dir(Path(out), overwrite)
         try:
@@ -124,7 +135,8 @@ class MultimodalTokenizer:
             config = TokenizerConfig(
                 codec=c.id, bandwidth=c.bandwidth, n_codebooks=k, serialization=serialization,
                 sample_rate=c.sample_rate, channels=c.channels, frame_rate=c.frame_rate, hop=c.hop,
-                frames_per_segment=c.frames_per_segment)
+                frames_per_segment=c.frames_per_segment,
+                loudness={} if c.has_scales else asdict(_loudness_rule(loudness)))
             codec_dir = None
             if c.id not in PRETRAINED:  # fitted: copy the weights in
                 codec_dir = tmp / CODEC_DIR
@@ -247,11 +259,18 @@ class MultimodalTokenizer:
         return "".join(out)
 
     # ---- audio ----------------------------------------------------------------------------------
-    def encode_audio(self, audio, sample_rate: int | None = None) -> AudioCodes:
+    @property
+    def loudness(self) -> LoudnessRule:
+        """The loudness rule inputs are brought to before encoding (tokenizer.json's `loudness`)."""
+        return LoudnessRule(**self.config.loudness)
+
+    def encode_audio(self, audio, sample_rate: int | None = None, normalize: bool = True) -> AudioCodes:
         """File path or waveform ((n,) or (C, n), with `sample_rate`) -> AudioCodes with this
-        tokenizer's n_codebooks; resampling and channel mixing follow audio_io's rules."""
+        tokenizer's n_codebooks; resampling and channel mixing follow audio_io's rules, then the
+        loudness rule scales the input (`normalize=False`: the codec's codes of the audio as it is)."""
         cfg = self.config
-        codes = self.codec.encode(audio, sample_rate, cfg.chunk_seconds, cfg.context_seconds, cfg.batch_seconds)
+        codes = self.codec.encode(audio, sample_rate, cfg.chunk_seconds, cfg.context_seconds, cfg.batch_seconds,
+                                  loudness=self.loudness if normalize else None)
         codes.codes = codes.codes[: self.config.n_codebooks]
         return codes
 
