@@ -117,3 +117,36 @@ def test_corrupt_fitted_codec_weights(tokenizer_dir, tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="checksum"):
         MultimodalTokenizer.from_pretrained(copy)
+
+
+def test_waveform_layouts_are_told_apart_by_one_rule(tokenizer, real_clip, encodec_repository, tmp_path):
+    """soundfile.read gives (frames, channels), torch and encodec (channels, frames): the same
+    15 s of stereo audio in either layout gives the same codes; a shape the rule cannot decide is
+    refused, and channels_first= decides it."""
+    from mmtok.tokenizer.audio_io import channels_first_view
+    from mmtok.tokenizer.codec import load_codec
+
+    wav, sr = real_clip
+    reps = int(np.ceil(15 * sr / len(wav)))
+    left = np.tile(wav, reps)[: 15 * sr]
+    stereo = np.stack([left, 0.5 * left[::-1]])  # (2, n): two different channels
+    path = tmp_path / "stereo.wav"
+    sf.write(path, stereo.T, sr, subtype="FLOAT")
+    as_read, _ = sf.read(path, dtype="float32")  # (n, 2), soundfile's layout
+    assert as_read.shape == (15 * sr, 2)
+    first = tokenizer.encode_audio(stereo, sr)
+    for codes in (tokenizer.encode_audio(as_read, sr), tokenizer.encode_audio(path)):
+        assert codes.n_samples == first.n_samples and codes.n_frames == first.n_frames > 100
+        np.testing.assert_array_equal(codes.codes, first.codes)
+    # A stereo codec keeps the channels apart: the layouts must still agree (2 s of 48 kHz).
+    codec = load_codec("encodec_48khz", 3.0, encodec_repository)
+    short = stereo[:, : 2 * sr]
+    np.testing.assert_array_equal(codec.encode(AudioSource(short.T, sr)).codes, codec.encode(AudioSource(short, sr)).codes)
+    with pytest.raises(AudioInputError, match=r"shape \(4, 6\): cannot tell the channel axis"):
+        tokenizer.encode_audio(np.zeros((4, 6), np.float32), sr)
+    with pytest.raises(AudioInputError, match="cannot tell"):
+        AudioSource(np.zeros((1000, 2000), np.float32), sr)
+    assert channels_first_view(np.zeros((4, 6)), channels_first=False).shape == (6, 4)
+    assert AudioSource(np.zeros((1000, 2000), np.float32), sr, channels_first=True).channels == 1000
+    with pytest.raises(AudioInputError, match=r"\(n,\), \(channels, n\) or \(n, channels\)"):
+        AudioSource(np.zeros((2, 3, 4), np.float32), sr)

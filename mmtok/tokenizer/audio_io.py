@@ -7,8 +7,9 @@ Rules every codec input goes through (documented in the README, "Codecs"):
   with a margin and cropped, aligned so each output sample is computed exactly as in a
   whole-file resample (the same filter taps on the same input samples); that is what lets long
   files be read window by window in bounded memory.
+- Waveforms: (n,), (channels, n) or (n, channels), told apart by `channels_first_view`'s rule.
 - Refused, with the file named: unreadable or truncated files, zero-length audio, NaN/inf
-  samples, unsupported channel counts.
+  samples, unsupported channel counts, waveforms whose channel axis cannot be told.
 """
 
 from __future__ import annotations
@@ -57,14 +58,40 @@ def _check_riff_truncation(path: Path) -> None:
         raise AudioInputError(f"{path}: truncated WAV file (no data chunk)")
 
 
+MAX_CHANNELS = 8  # a waveform axis this short is a channel axis (7.1 audio has 8 channels)
+
+
+def channels_first_view(wav: np.ndarray, channels_first: bool | None = None) -> np.ndarray:
+    """(n,), (C, n) or (n, C) -> (C, n).
+
+    `channels_first` True or False says which a 2-D array is. None decides by shape: the axis
+    of at most MAX_CHANNELS entries is the channel axis when the other one is longer; an array
+    whose two axes are both that short, or both longer, is refused (say which it is), never
+    guessed. So soundfile.read's (frames, 2) and torch's (2, frames) give the same audio.
+    """
+    if wav.ndim == 1:
+        return wav[None]
+    if wav.ndim != 2:
+        raise AudioInputError(f"waveform must be (n,), (channels, n) or (n, channels), got shape {wav.shape}")
+    if channels_first is None:
+        short = [axis <= MAX_CHANNELS for axis in wav.shape]
+        if short[0] == short[1]:
+            raise AudioInputError(
+                f"waveform of shape {wav.shape}: cannot tell the channel axis from the sample axis; "
+                "pass channels_first=True for (channels, n) or False for (n, channels)")
+        channels_first = short[0]
+    return wav if channels_first else wav.T
+
+
 class AudioSource:
     """Random-access audio, read as float32 (C, n) windows at the source rate.
 
     Built from a file path (read lazily with soundfile, so a long file is never fully loaded)
-    or from an in-memory waveform: (n,) mono or (C, n) channels-first.
+    or from an in-memory waveform: (n,) mono, (C, n) channels-first (torch / encodec) or (n, C)
+    channels-last (soundfile / librosa); see `channels_first_view` for how the two are told apart.
     """
 
-    def __init__(self, audio, sample_rate: int | None = None):
+    def __init__(self, audio, sample_rate: int | None = None, channels_first: bool | None = None):
         self._file = None
         if isinstance(audio, (str, os.PathLike)):
             path = Path(audio)
@@ -86,11 +113,7 @@ class AudioSource:
             if sample_rate is None:
                 raise AudioInputError("a waveform needs its sample_rate")
             wav = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-            if wav.ndim == 1:
-                wav = wav[None]
-            if wav.ndim != 2:
-                raise AudioInputError(f"waveform must be (n,) or (channels, n), got shape {wav.shape}")
-            self._wav = wav.astype(np.float32, copy=False)
+            self._wav = channels_first_view(wav, channels_first).astype(np.float32, copy=False)
             self.sample_rate = int(sample_rate)
             self.channels, self.n_frames = self._wav.shape
         if self.sample_rate <= 0:

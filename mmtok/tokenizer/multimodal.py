@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmtok.tokenizer.audio_io import AudioSource
 from mmtok.tokenizer.codec import FITTED_CONFIG, PRETRAINED, check_not_collapsed, load_codec, sha256_file
 from mmtok.tokenizer.codes import AudioCodes, samples_for_segments, segment_frame_counts
 from mmtok.tokenizer.layout import LayoutMismatchError, Modality, VocabLayout
@@ -264,11 +265,15 @@ class MultimodalTokenizer:
         """The loudness rule inputs are brought to before encoding (tokenizer.json's `loudness`)."""
         return LoudnessRule(**self.config.loudness)
 
-    def encode_audio(self, audio, sample_rate: int | None = None, normalize: bool = True) -> AudioCodes:
-        """File path or waveform ((n,) or (C, n), with `sample_rate`) -> AudioCodes with this
-        tokenizer's n_codebooks; resampling and channel mixing follow audio_io's rules, then the
-        loudness rule scales the input (`normalize=False`: the codec's codes of the audio as it is)."""
+    def encode_audio(self, audio, sample_rate: int | None = None, normalize: bool = True,
+                     channels_first: bool | None = None) -> AudioCodes:
+        """File path or waveform ((n,), (C, n) or (n, C), with `sample_rate`) -> AudioCodes with
+        this tokenizer's n_codebooks; resampling and channel mixing follow audio_io's rules, then the
+        loudness rule scales the input (`normalize=False`: the codec's codes of the audio as it is).
+        `channels_first`: which a 2-D waveform is (None: told by its shape, audio_io.channels_first_view)."""
         cfg = self.config
+        if not isinstance(audio, (str, os.PathLike, AudioSource)):
+            audio = AudioSource(audio, sample_rate, channels_first)
         codes = self.codec.encode(audio, sample_rate, cfg.chunk_seconds, cfg.context_seconds, cfg.batch_seconds,
                                   loudness=self.loudness if normalize else None)
         codes.codes = codes.codes[: self.config.n_codebooks]
