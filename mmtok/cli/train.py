@@ -18,6 +18,11 @@ def register(subparsers) -> None:
                    help="the config (unless --config is given), then dotted overrides")
     p.add_argument("--config", default=None, metavar="NAME_OR_PATH", help="preset name or YAML file")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--plan", action="store_true",
+                   help="print the memory and throughput plan (JSON, then a table) under FSDP2 and exit")
+    p.add_argument("--gpus", type=int, default=8, help="with --plan: GPUs the states are sharded over (default 8)")
+    p.add_argument("--gpu-memory", type=float, default=80.0, metavar="GB",
+                   help="with --plan: memory of one GPU in GiB (default 80)")
     p.set_defaults(func=run)
 
 
@@ -47,6 +52,18 @@ def run(args) -> int:
     cfg = load_config(*config_and_overrides(args))
     if args.print_config:
         print(cfg.to_yaml(), end="")
+        return 0
+    if args.plan:
+        import json
+
+        from mmtok.training.plan import format_table, plan_config
+
+        if args.gpus < 1 or args.gpu_memory <= 0:
+            raise CLIError("--gpus must be >= 1 and --gpu-memory > 0")
+        result = plan_config(cfg, args.gpus, args.gpu_memory)
+        print(json.dumps(result, indent=2))
+        print()
+        print(format_table(result))
         return 0
     try:
         train(cfg, eval_callbacks=default_evals(cfg))

@@ -14,6 +14,22 @@ this once per forward pass, in every form a backend wants, and each backend read
     math      the plain softmax(QK^T / sqrt(d)) V reference, dense mask
     auto      xformers where its kernels run (CUDA tensors), sdpa otherwise
 
+Under torch.compile (train.compile: each Transformer block compiled on its own), a graph must not
+depend on how many documents a row holds, or dynamo compiles one graph per document count and
+gives up after its recompile limit (8), running eager from then on. The segment lengths are a
+Python list whose length varies from batch to batch, so the compiled path never reads them:
+
+    sdpa, math  build the (B, 1, T, T) block-diagonal causal mask inside the graph from
+                `AttentionMask.segments`, a (B, T) tensor of each token's segment index in its row:
+                its shape is fixed, so one graph serves every batch (plus one for rows of a single
+                document, which take the is_causal form). Dense masking computes every masked
+                block, which the eager CPU path avoids by going segment by segment.
+    xformers    the kernel call (BlockDiagonalCausalMask from the lengths, no dense mask) is left
+                out of the graph (`torch.compiler.disable`): the projections, RoPE and feed-forward
+                around it compile once, and the kernel, already a fused CUDA kernel, runs as is.
+
+docs/training.md ("Compile") says why this and not FlexAttention or a padded cu_seqlens tensor.
+
 Decoding with a KV cache always uses the dense (sdpa) form: queries and keys differ in length and
 the cache's rows hold left padding (see mmtok/model/kv_cache.py).
 """
@@ -54,6 +70,8 @@ class AttentionMask:
     causal: bool = False  # plain lower-triangular: every row is one segment, no cache
     dense: torch.Tensor | None = None  # (B, 1, Tq, Tk) bool, True = may attend
     seqlens: list[int] | None = None  # segment lengths of the flattened batch (xformers form)
+    segments: torch.Tensor | None = None  # (B, T) int segment index of each token in its row (with
+    #   seqlens: the fixed-shape form a compiled graph builds its dense mask from)
 
     @classmethod
     def from_doc_ids(cls, doc_ids: torch.Tensor | None, backend: str) -> AttentionMask:
@@ -64,7 +82,7 @@ class AttentionMask:
         if not starts[:, 1:].any():
             return cls(causal=True)
         if backend == "xformers" or (backend == "sdpa" and doc_ids.device.type == "cpu"):
-            return cls(seqlens=seqlens_of(doc_ids))
+            return cls(seqlens=seqlens_of(doc_ids), segments=starts.cumsum(dim=1))
         return cls(dense=block_causal_mask(starts))
 
     def as_dense(self, t: int, device) -> torch.Tensor | None:
@@ -73,17 +91,24 @@ class AttentionMask:
             return self.dense
         if self.causal:
             return torch.ones(t, t, dtype=torch.bool, device=device).tril()[None, None]
+        if self.segments is not None:
+            return segment_causal_mask(self.segments)
         if self.seqlens is not None:
-            raise ValueError("a seqlens-only mask has no dense form here; build it with backend='sdpa'")
+            raise ValueError("a seqlens-only mask has no dense form here; build it with from_doc_ids")
         return None
 
 
 def block_causal_mask(starts: torch.Tensor) -> torch.Tensor:
     """(B, T) segment starts -> (B, 1, T, T) bool: causal and inside the same segment."""
-    t = starts.shape[1]
-    segment = starts.cumsum(dim=1)  # (B, T) segment index inside the row
+    return segment_causal_mask(starts.cumsum(dim=1))
+
+
+def segment_causal_mask(segment: torch.Tensor) -> torch.Tensor:
+    """(B, T) segment index inside each row -> (B, 1, T, T) bool: causal and in the same segment.
+    Pure tensor ops of fixed shape: a compiled graph builds it without knowing the segment count."""
+    t = segment.shape[1]
     same = segment[:, :, None] == segment[:, None, :]  # (B, T, T)
-    causal = torch.ones(t, t, dtype=torch.bool, device=starts.device).tril()
+    causal = torch.ones(t, t, dtype=torch.bool, device=segment.device).tril()
     return (same & causal)[:, None]
 
 
@@ -123,7 +148,10 @@ def attend(q, k, v, mask: AttentionMask, backend: str) -> torch.Tensor:
     """
     n_rep = q.shape[1] // k.shape[1]
     if backend == "xformers" and (mask.causal or mask.seqlens is not None):  # full, uncached forward
-        return _xformers(q, k, v, mask, n_rep)
+        return _xformers(q, k, v, mask, n_rep)  # outside the graph under torch.compile
+    if torch.compiler.is_compiling() and mask.segments is not None:
+        # The lengths list would specialise the graph on the document count: mask from the tensor.
+        mask = AttentionMask(dense=segment_causal_mask(mask.segments))
     if backend == "math":
         k, v = repeat_kv(k, n_rep, 1), repeat_kv(v, n_rep, 1)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
@@ -166,7 +194,9 @@ def xformers_bias(mask: AttentionMask, batch: int, seqlen: int):
     return fmha.attn_bias.BlockDiagonalCausalMask.from_seqlens(seqlens)
 
 
+@torch.compiler.disable
 def _xformers(q, k, v, mask: AttentionMask, n_rep: int) -> torch.Tensor:
+    """Disabled for torch.compile: the mask's lengths list (any length) never enters a graph."""
     from xformers.ops import memory_efficient_attention
 
     b, h, t, d = q.shape
