@@ -1,8 +1,10 @@
-"""`mmtok data ...`: build the demo corpus, shard a manifest, inspect a loader."""
+"""`mmtok data ...`: build the demo corpus, import a published data set, shard a manifest, inspect a
+manifest or a loader."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 from mmtok.demo.corpus import CAPTIONS_PER_CLIP
 
@@ -47,7 +49,30 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="shard order, shuffling and templates")
     p.set_defaults(func=_stats)
+
+    p = sub.add_parser("import", help="a published caption or Q&A data set -> JSONL manifest(s)")
+    p.add_argument("format", help="musiccaps, song_describer, musicbench, audiocaps, clotho, musicqa, musicinstruct "
+                   "or audiocraft")
+    p.add_argument("source", help="the data set's file (CSV / JSON / JSONL) or the directory holding its files")
+    p.add_argument("--audio-root", required=True, help="directory holding the audio (searched recursively)")
+    p.add_argument("--out", required=True, help="manifest to write; `{split}` in it writes one per split")
+    p.add_argument("--split", action="append", choices=("train", "valid", "test"), default=None,
+                   help="keep only this split (repeatable; default: all)")
+    p.add_argument("--audio-pattern", action="append", default=None, metavar="PATTERN",
+                   help='audio file name from row fields, e.g. "{ytid}.wav" (repeatable; replaces the known '
+                   "patterns; without an extension each common one is tried)")
+    p.add_argument("--strict", action="store_true", help="any row without usable audio is an error")
+    p.add_argument("--report", default=None, help="report of the rows left out (default: beside the manifest)")
+    p.add_argument("--musiccaps-csv", default=None,
+                   help="musicinstruct: MusicCaps' musiccaps-public.csv, for each clip's start and end")
+    p.set_defaults(func=_import)
+
+    p = sub.add_parser("manifest-stats", help="items per split and task, audio hours, caption lengths, missing files")
+    p.add_argument("manifests", nargs="+", help="JSONL manifest(s)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory: also count text tokens")
+    p.set_defaults(func=_manifest_stats)
 
 
 def _demo_corpus(args) -> None:
@@ -77,7 +102,7 @@ def _stats(args) -> None:
 
     tok = MultimodalTokenizer.from_pretrained(args.tokenizer)
     cfg = DataConfig(train_shards=args.shards, seq_len=args.seq_len, batch_size=args.batch_size,
-                     workers=args.workers, resampled=False)  # fmt: skip
+                     workers=args.workers, resampled=False, seed=args.seed)  # fmt: skip
     real = total = n = 0
     for batch in cfg.build(tok):
         real += int((batch.doc_ids >= 0).sum())
@@ -86,3 +111,31 @@ def _stats(args) -> None:
         if n == args.batches:
             break
     print(json.dumps({"batches": n, "positions": total, "packing_efficiency": round(real / max(total, 1), 4)}))
+
+
+def _import(args) -> int:
+    from mmtok.data.importers import MissingAudioError, import_dataset
+
+    try:
+        summary = import_dataset(args.format, args.source, args.audio_root, args.out, splits=args.split,
+                                 patterns=args.audio_pattern, strict=args.strict, report=args.report,
+                                 musiccaps_csv=args.musiccaps_csv)  # fmt: skip
+    except MissingAudioError as e:  # --strict, or no row has audio (bad input files raise ValueError: main prints it)
+        print(f"mmtok data: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    if summary["problems"]:
+        reasons = ", ".join(f"{n} {r}" for r, n in summary["problem_reasons"].items())
+        print(f"{summary['problems']} of {summary['rows']} row(s) left out ({reasons}): see {summary['report']}")
+    return 0
+
+
+def _manifest_stats(args) -> None:
+    from mmtok.data.manifest_stats import manifest_stats
+
+    tok = None
+    if args.tokenizer:
+        from mmtok.tokenizer.multimodal import MultimodalTokenizer
+
+        tok = MultimodalTokenizer.from_pretrained(args.tokenizer)
+    print(json.dumps(manifest_stats(args.manifests, tok), indent=2))

@@ -10,6 +10,9 @@ Each sample is keyed without dots (WebDataset splits key and extension at the fi
     <key>.scales.npy  float32 (S,) per-segment scales, only for codecs that have them
     <key>.flac        the source audio as FLAC, only with `include_audio`
 
+An item with `start_s` / `end_s` (seconds) is the clip between them inside a longer file: only
+that window is read (`read_window`) and encoded, without re-encoding or reading the whole file.
+
 Plan first, then work: items are cut into shards in manifest order by sample count and estimated
 bytes, so the plan is the same on every run and a resumed job redoes exactly the unfinished shards.
 A shard is written as `<name>.tar.tmp` and renamed when complete, with its record (counts, skipped
@@ -36,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 from mmtok.data.manifest import read_manifest, write_jsonl
+from mmtok.tokenizer.audio_io import AudioSource
 from mmtok.tokenizer.multimodal import MultimodalTokenizer
 
 INDEX, PARTS = "shards.jsonl", "_parts"
@@ -56,13 +60,47 @@ def sample_key(index: int, item: dict) -> str:
     return f"{index:08d}_" + re.sub(r"[^A-Za-z0-9_-]+", "_", name)[:80]
 
 
+def clip_window(item: dict) -> tuple[float, float | None] | None:
+    """(start_s, end_s or None for the end of the file) of an item cut from a longer file, or None;
+    ValueError when the fields are not a window."""
+    if "start_s" not in item and "end_s" not in item:
+        return None
+    start, end = item.get("start_s", 0), item.get("end_s")
+    for name, v in (("start_s", start), ("end_s", end)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise ValueError(f"{name} must be a number of seconds, got {v!r}")
+    if start < 0 or (end is not None and end <= start):
+        raise ValueError(f"start_s {start} and end_s {end} are not a window")
+    return float(start), None if end is None else float(end)
+
+
+def window_frames(window: tuple[float, float | None], sample_rate: int, n_frames: int) -> tuple[int, int]:
+    """Sample range [a, b) of a window in a file of n_frames samples (the end clipped to the file)."""
+    a = round(window[0] * sample_rate)
+    b = n_frames if window[1] is None else min(n_frames, round(window[1] * sample_rate))
+    return a, b
+
+
+def read_window(path: str, window: tuple[float, float | None]) -> tuple[np.ndarray, int]:
+    """Only the window's samples of a file, as float32 (channels, n), and the file's rate."""
+    with AudioSource(path) as src:
+        a, b = window_frames(window, src.sample_rate, src.n_frames)
+        if a >= b:
+            raise ValueError(f"clip window {window[0]}-{window[1]} s is outside the file "
+                             f"({src.n_frames / src.sample_rate:.3f} s)")  # fmt: skip
+        return src.read(a, b), src.sample_rate
+
+
 def plan_shards(items: list[dict], frame_rate: float, n_codebooks: int, cfg: ShardConfig) -> list[list[int]]:
     """Item indices of each shard, cut by cfg.max_samples and estimated bytes."""
     shards, cur, cur_bytes = [], [], 0
     for i, item in enumerate(items):
         try:
             info = sf.info(item["audio"])
-            est = math.ceil(info.duration * frame_rate) * n_codebooks * 2 + 2048  # codes + headers
+            window = clip_window(item)
+            seconds = info.duration if window is None else max(0, (min(info.duration, window[1] or math.inf)
+                                                                   - window[0]))  # fmt: skip
+            est = math.ceil(seconds * frame_rate) * n_codebooks * 2 + 2048  # codes + headers
             if cfg.include_audio:
                 est += os.path.getsize(item["audio"])
         except Exception:  # unreadable: the worker records why; it costs nothing in the shard
@@ -78,7 +116,10 @@ def plan_shards(items: list[dict], frame_rate: float, n_codebooks: int, cfg: Sha
 
 
 def _plan_hash(items: list[dict], indices: list[int]) -> str:
-    blob = json.dumps([[i, items[i]["audio"], items[i]["text"]] for i in indices]).encode()
+    blob = json.dumps([[i, items[i]["audio"], items[i]["text"]]
+                       + ([items[i].get("start_s"), items[i].get("end_s")]
+                          if "start_s" in items[i] or "end_s" in items[i] else [])
+                       for i in indices]).encode()  # fmt: skip
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -95,17 +136,24 @@ def _npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def check_audio(path: str, min_seconds: float) -> None:
+def check_audio(path: str, min_seconds: float, window: tuple[float, float | None] | None = None) -> None:
     """Raise ValueError naming the file if it cannot be a training sample (cheap header checks;
-    decoding problems and NaN are found by the tokenizer while encoding)."""
+    decoding problems and NaN are found by the tokenizer while encoding). With a window, the
+    checks are about the clip inside the file."""
     try:
         info = sf.info(path)
     except Exception as e:
         raise ValueError(f"unreadable audio ({type(e).__name__}: {e})") from None
     if info.frames == 0:
         raise ValueError("empty audio (0 samples)")
-    if info.duration < min_seconds:
-        raise ValueError(f"too short ({info.duration:.3f} s < {min_seconds} s)")
+    duration = info.duration
+    if window is not None:
+        a, b = window_frames(window, info.samplerate, info.frames)
+        if a >= info.frames:
+            raise ValueError(f"clip window starts at {window[0]} s, after the end of the file ({info.duration:.3f} s)")
+        duration = (b - a) / info.samplerate
+    if duration < min_seconds:
+        raise ValueError(f"too short ({duration:.3f} s < {min_seconds} s)")
 
 
 def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, bytes]:
@@ -113,8 +161,13 @@ def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, byte
     path = item["audio"]
     if not os.path.exists(path):
         raise ValueError("audio file not found")
-    check_audio(path, cfg.min_seconds)
-    codes = tok.encode_audio(path)
+    window = clip_window(item)
+    check_audio(path, cfg.min_seconds, window)
+    if window is None:
+        codes = tok.encode_audio(path)
+    else:  # only the clip's samples are read
+        wav, sr = read_window(path, window)
+        codes = tok.encode_audio(wav, sr)
     if codes.n_frames == 0:
         raise ValueError("audio encodes to 0 frames")
     if codes.codes.max() > np.iinfo(np.int16).max:  # codes.npy is int16 (EnCodec: 1024 codes)
@@ -142,10 +195,13 @@ def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, byte
     if codes.scales is not None:
         members[f"{key}.scales.npy"] = _npy(codes.scales.astype(np.float32))
     if cfg.include_audio:
-        if path.lower().endswith(".flac"):
+        if path.lower().endswith(".flac") and window is None:
             members[f"{key}.flac"] = Path(path).read_bytes()
         else:
-            wav, sr = sf.read(path, dtype="float32", always_2d=True)
+            if window is None:
+                wav, sr = sf.read(path, dtype="float32", always_2d=True)
+            else:
+                wav = wav.T  # the clip, (n, channels)
             buf = io.BytesIO()
             sf.write(buf, wav, sr, format="FLAC", subtype="PCM_16")
             members[f"{key}.flac"] = buf.getvalue()
