@@ -13,7 +13,7 @@ import torchaudio.functional as AF
 
 from mmtok import MultimodalTokenizer
 from mmtok.tokenizer.audio_io import AudioSource, CodecInput
-from mmtok.tokenizer.codec import CodecCollapseError, load_codec, load_fitted_codec, pretrained_available
+from mmtok.tokenizer.codec import CodecCollapseError, load_codec, load_fitted_codec, pretrained_available, sha256_file
 
 
 def _oracle(name: str, repository, bandwidth: float):
@@ -53,7 +53,7 @@ def test_24khz_codes_and_decode_equal_encodec(tok24, encodec_repository, excerpt
     with torch.no_grad():
         (ref_codes, scale), = model.encode(torch.from_numpy(wav)[None, None])
         ref_wav = model.decode([(ref_codes, scale)])[0]
-    codes = tok24.encode_audio(wav, sr)
+    codes = tok24.encode_audio(wav, sr, normalize=False)  # the codec's own codes: no loudness rule
     assert codes.codec == "encodec_24khz" and codes.n_samples == wav.size and codes.scales is None
     np.testing.assert_array_equal(codes.codes, ref_codes[0].numpy())
     ids = tok24.codes_to_ids(codes)
@@ -130,7 +130,7 @@ def test_resample_and_downmix_rules(tok24, encodec_repository, excerpt, tmp_path
     x = AF.resample(torch.from_numpy(stereo44.T.mean(0)), 44100, 24000)  # mean of channels, resample
     with torch.no_grad():
         ref = model.encode(x[None, None])[0][0][0].numpy()
-    codes = tok24.encode_audio(path)
+    codes = tok24.encode_audio(path, normalize=False)
     assert codes.n_samples == x.numel()
     np.testing.assert_array_equal(codes.codes, ref)
 
@@ -167,6 +167,38 @@ def test_pretrained_repository_from_env(encodec_repository, monkeypatch):
     assert pretrained_available("encodec_24khz")
     codec = load_codec("encodec_24khz", 3.0)
     assert codec.n_codebooks == 4 and codec.frame_rate == 75 and codec.sample_rate == 24000
+
+
+def test_encodec_file_names_in_a_directory_and_in_the_torch_hub_cache(encodec_repository, tmp_path, monkeypatch):
+    """encodec names its checkpoints <name>-<sha256 prefix>.th. A file under the official name that
+    is not the official file (a stand-in) is refused with both hashes named; the hub cache layout
+    (TORCH_HOME/hub/checkpoints) is searched like a directory."""
+    import shutil
+
+    from mmtok.tokenizer.codec import CodecFileError, checkpoint_files
+
+    monkeypatch.delenv("MMTOK_ENCODEC_DIR", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    stand_in = next(encodec_repository.glob("encodec_24khz-*.th"))
+    official = tmp_path / "official"
+    official.mkdir()
+    shutil.copy(stand_in, official / "encodec_24khz-d7cc33bc.th")  # the official name, other bytes
+    assert checkpoint_files("encodec_24khz", official)[0].name == "encodec_24khz-d7cc33bc.th"
+    with pytest.raises(CodecFileError, match=r"encodec_24khz-d7cc33bc.th: its sha256 starts with \w+, its name says d7cc33bc"):
+        load_codec("encodec_24khz", 1.5, repository=official)
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    shutil.copy(stand_in, hub / stand_in.name)
+    assert pretrained_available("encodec_24khz")  # no repository: the hub cache
+    from_hub = load_codec("encodec_24khz", 1.5)
+    direct = load_codec("encodec_24khz", 1.5, repository=encodec_repository)
+    for a, b in zip(from_hub.model.state_dict().values(), direct.model.state_dict().values()):
+        assert torch.equal(a, b)
+    (hub / stand_in.name).write_bytes(b"not a checkpoint")
+    renamed = hub / f"encodec_24khz-{sha256_file(hub / stand_in.name)[:8]}.th"
+    (hub / stand_in.name).rename(renamed)
+    with pytest.raises(CodecFileError, match="not a encodec_24khz checkpoint"):
+        load_codec("encodec_24khz", 1.5)
 
 
 def test_missing_weights_offline_is_a_clear_error(tmp_path, monkeypatch):

@@ -48,6 +48,10 @@ class CodecCollapseError(ValueError):
     """The codec's codes carry no information (all 0, or ~one code per codebook)."""
 
 
+class CodecFileError(ValueError):
+    """A codec checkpoint file is not what its name says, or not a checkpoint of that codec."""
+
+
 def sha256_file(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -88,14 +92,35 @@ def _build_encodec(arch: dict):
     return model
 
 
-def pretrained_available(name: str, repository=None) -> bool:
-    """Whether `name`'s weights can be loaded without a download: in `repository` /
-    $MMTOK_ENCODEC_DIR, or already in the torch hub cache (encodec's download location)."""
-    _, official, _ = PRETRAINED[name]
+def checkpoint_files(name: str, repository=None) -> list[Path]:
+    """Local checkpoints of pretrained `name`, in the order they are tried: in `repository` (or
+    $MMTOK_ENCODEC_DIR), then in the torch hub cache where encodec's own download puts them
+    (`torch.hub.get_dir()/checkpoints`); in each, the official file name first, then any
+    `<name>-<sha256 prefix>.th` (the scheme encodec names its files by)."""
     repository = repository or os.environ.get(ENV_REPOSITORY)
-    if repository:
-        return (Path(repository) / official).is_file() or any(Path(repository).glob(f"{name}-*.th"))
-    return (Path(torch.hub.get_dir()) / "checkpoints" / official).is_file()
+    dirs = [Path(repository)] if repository else []
+    dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
+    _, official, _ = PRETRAINED[name]
+    found: list[Path] = []
+    for d in dirs:
+        found += [p for p in [d / official, *sorted(d.glob(f"{name}-*.th"))] if p.is_file() and p not in found]
+    return found
+
+
+def pretrained_available(name: str, repository=None) -> bool:
+    """Whether `name`'s weights can be loaded without a download (see `checkpoint_files`)."""
+    return bool(checkpoint_files(name, repository))
+
+
+def verify_checkpoint_name(path: Path) -> None:
+    """encodec's file names end in the first hex digits of the file's sha256: check them, so a
+    file that is not what its name says is refused before it is loaded."""
+    expected = path.stem.rsplit("-", 1)[-1]
+    actual = sha256_file(path)
+    if not actual.startswith(expected):
+        raise CodecFileError(
+            f"{path}: its sha256 starts with {actual[:len(expected)]}, its name says {expected} (a different "
+            f"or corrupt file: encodec names its checkpoints <name>-<first hex digits of sha256>.th)")
 
 
 def _load_pretrained(name: str, repository):
@@ -103,8 +128,11 @@ def _load_pretrained(name: str, repository):
 
     factory_name, official, _ = PRETRAINED[name]
     factory = getattr(EncodecModel, factory_name)
-    repository = repository or os.environ.get(ENV_REPOSITORY) or None
-    if repository is None:
+    files = checkpoint_files(name, repository)
+    if not files:
+        if repository or os.environ.get(ENV_REPOSITORY):
+            where = repository or os.environ.get(ENV_REPOSITORY)
+            raise FileNotFoundError(f"{where}: no {official} (or {name}-<sha256 prefix>.th) checkpoint")
         try:
             with quiet_weight_norm():
                 return factory(pretrained=True)  # encodec's own download (torch hub cache)
@@ -113,16 +141,13 @@ def _load_pretrained(name: str, repository):
                 f"cannot get pretrained {name} weights ({type(e).__name__}: {e}); offline, put "
                 f"{official} in a directory and pass it as repository / set {ENV_REPOSITORY}"
             ) from None
-    repository = Path(repository)
-    if (repository / official).is_file():
-        with quiet_weight_norm():
-            return factory(pretrained=True, repository=repository)
-    candidates = sorted(repository.glob(f"{name}-*.th"))
-    if not candidates:
-        raise FileNotFoundError(f"{repository}: no {official} (or {name}-<sha256 prefix>.th) checkpoint")
+    verify_checkpoint_name(files[0])
     with quiet_weight_norm():
         model = factory(pretrained=False)
-    model.load_state_dict(EncodecModel._get_pretrained(candidates[0].name, repository))
+    try:
+        model.load_state_dict(torch.load(files[0], map_location="cpu", weights_only=True))
+    except Exception as e:
+        raise CodecFileError(f"{files[0]}: not a {name} checkpoint ({type(e).__name__}: {e})") from None
     model.name = name
     return model.eval()
 
