@@ -39,7 +39,7 @@ def test_codes_equal_encodec_encode(tokenizer, real_audio_files, tmp_path):
     wav, sr = sf.read(real_audio_files[1], dtype="float32")
     wav = wav[: int(7.5 * sr)]
     sf.write(tmp_path / "clip.wav", wav, sr, subtype="FLOAT")
-    codes = tokenizer.encode_audio(tmp_path / "clip.wav")
+    codes = tokenizer.encode_audio(tmp_path / "clip.wav", normalize=False)  # the codec's own codes
     model = tokenizer.codec.model
     x = AF.resample(torch.from_numpy(wav)[None], sr, model.sample_rate)  # (1, n)
     with torch.no_grad():
@@ -47,6 +47,12 @@ def test_codes_equal_encodec_encode(tokenizer, real_audio_files, tmp_path):
     assert codes.n_samples == x.shape[-1] and codes.sample_rate == model.sample_rate
     np.testing.assert_array_equal(codes.codes, ref[: tokenizer.config.n_codebooks])
     assert all(len(np.unique(row)) > 10 for row in codes.codes)  # non-degenerate
+    # With the loudness rule: encodec's codes of the input scaled by the rule's gain.
+    ruled = tokenizer.encode_audio(tmp_path / "clip.wav")
+    assert ruled.gain_db != 0.0
+    with torch.no_grad():
+        ref = model.encode(x[None] * 10 ** (ruled.gain_db / 20))[0][0][0].numpy()
+    assert (ruled.codes == ref[: tokenizer.config.n_codebooks]).mean() >= 0.999  # float rounding of the gain
 
 
 def test_ids_roundtrip_and_decode_equals_encodec(tokenizer, real_audio_files):
