@@ -6,6 +6,7 @@ import torch
 from mmtok.generate.constraints import AudioConstraint, TextConstraint
 from mmtok.generate.engine import GenerationConfig, generate, left_pad
 from mmtok.generate.sampling import apply_repetition_penalty, top_k_filter, top_p_filter
+from mmtok.model.config import ModelConfig
 from mmtok.model.kv_cache import KVCache
 from mmtok.tokenizer.layout import Modality, VocabLayout
 from mmtok.tokenizer.patterns import unflatten
@@ -153,9 +154,44 @@ def test_coarse_first_audio_constraint(tiny_layout):
     assert blocks[6] == tiny_layout.eoa_id
 
 
+def test_delay_audio_constraint(tiny_layout):
+    c = AudioConstraint(tiny_layout, n_codebooks=3, n_frames=2, pattern="delay")
+    blocks = [int(c.allowed(s, None).nonzero()[0]) for s in range(7)]
+    assert list(tiny_layout.codebook_of(blocks[:6])) == [0, 0, 1, 1, 2, 2]  # steps: k0 | k0 k1 | k1 k2 | k2
+    assert blocks[6] == tiny_layout.eoa_id and c.max_new_tokens == 7
+
+
+def test_scale_audio_constraint_writes_each_segment_s_scale_then_its_frames():
+    """48 kHz layouts: per segment 4 scale bytes (the last one kept to SCALE_TOP_BYTE_RANGE: a
+    positive float32 in [2**-27, 2)), then the segment's frames; `<eoa>` after the last one."""
+    import struct
+
+    from mmtok.tokenizer.codes import SCALE_TOP_BYTE_RANGE
+
+    layout = VocabLayout(text_size=100, n_codebooks=2, codebook_size=64, n_scale_tokens=256)
+    c = AudioConstraint(layout, n_codebooks=2, pattern="coarse_first", segment_frames=[3, 1])
+    assert c.max_new_tokens == 4 + 3 * 2 + 4 + 1 * 2 + 1
+    torch.manual_seed(0)
+    model = ModelConfig(dim=32, n_layers=1, n_heads=2, max_seq_len=64, attention="sdpa").for_vocab(len(layout)).build()
+    (row,) = generate(model, [[layout.soa_id]], GenerationConfig(max_new_tokens=c.max_new_tokens, temperature=3.0,
+                                                                 seed=0), constraint=c)
+    assert len(row) == c.max_new_tokens and row[-1] == layout.eoa_id
+    heads = [row[0:4], row[10:14]]
+    for head in heads:
+        raw = bytes(i - layout.scale_base for i in head)
+        assert all(layout.scale_base <= i < layout.audio_base for i in head)
+        assert SCALE_TOP_BYTE_RANGE[0] <= raw[3] < SCALE_TOP_BYTE_RANGE[1]
+        assert 2.0 ** -27 <= struct.unpack("<f", raw)[0] < 2.0
+    assert list(layout.codebook_of(row[4:10])) == [0, 0, 0, 1, 1, 1] and list(layout.codebook_of(row[14:16])) == [0, 1]
+
+
 def test_constraint_errors(tiny_layout):
-    with pytest.raises(NotImplementedError, match="scale-byte tokens"):
+    with pytest.raises(ValueError, match="needs segment_frames"):
         AudioConstraint(VocabLayout(text_size=100, n_codebooks=2, codebook_size=1024, n_scale_tokens=256))
+    with pytest.raises(ValueError, match="segment_frames is for layouts with scale-byte tokens"):
+        AudioConstraint(tiny_layout, n_frames=3, segment_frames=[3])
+    with pytest.raises(ValueError, match="delay audio needs a fixed n_frames"):
+        AudioConstraint(tiny_layout, pattern="delay")
     with pytest.raises(ValueError, match="coarse_first audio needs a fixed n_frames"):
         AudioConstraint(tiny_layout, pattern="coarse_first")
     with pytest.raises(ValueError, match="n_codebooks=9"):

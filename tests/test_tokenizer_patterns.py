@@ -1,5 +1,6 @@
-"""Serializations of [K, T] codes: frame-major (AnyGPT), coarse-first, first-k codebooks; each
-is exactly reversible and a stream with a partial or misaligned frame is refused."""
+"""Serializations of [K, T] codes: frame-major (AnyGPT), coarse-first, MusicGen's delay pattern,
+first-k codebooks; each is exactly reversible and a stream with a partial or misaligned frame is
+refused."""
 
 import numpy as np
 import pytest
@@ -16,13 +17,36 @@ def test_orders_on_a_small_example():
     b, s = layout.audio_base, layout.codebook_size
     assert flatten(ids, "frame_major").tolist() == [b + 0, b + s + 2, b + 2 * s + 1, b + 1, b + s + 3, b + 2 * s + 0]
     assert flatten(ids, "coarse_first").tolist() == [b + 0, b + 1, b + s + 2, b + s + 3, b + 2 * s + 1, b + 2 * s + 0]
-    for pattern in ("frame_major", "coarse_first"):
+    # delay: step s holds codebook k of frame s - k (MusicGen), the empty positions left out:
+    # step 0: k0 t0 | step 1: k0 t1, k1 t0 | step 2: k1 t1, k2 t0 | step 3: k2 t1
+    assert flatten(ids, "delay").tolist() == [b + 0, b + 1, b + s + 2, b + s + 3, b + 2 * s + 1, b + 2 * s + 0]
+    for pattern in ("frame_major", "coarse_first", "delay"):
         np.testing.assert_array_equal(unflatten(flatten(ids, pattern), 3, pattern, layout), ids)
     with pytest.raises(ValueError, match="unknown serialization"):
-        flatten(ids, "delay")
+        flatten(ids, "interleaved")
 
 
-@pytest.fixture(scope="module", params=[("frame_major", None), ("coarse_first", None), ("frame_major", 2), ("coarse_first", 1)])
+def test_delay_pattern_is_musicgen_s_and_exactly_reversible():
+    """The delay stream is MusicGen's (K, T+K-1) delayed grid read step by step with its empty
+    cells dropped, and flatten/unflatten are inverses for any K and T (including T < K)."""
+    rng = np.random.default_rng(0)
+    for k, t in [(1, 5), (2, 1), (4, 3), (8, 50), (32, 7)]:
+        layout = VocabLayout(text_size=10, n_codebooks=k, codebook_size=16)
+        ids = layout.audio_ids(rng.integers(0, 16, (k, t)))
+        grid = np.full((k, t + k - 1), -1)  # MusicGen: codebook k shifted right by k steps, -1 = empty
+        for q in range(k):
+            grid[q, q : q + t] = ids[q]
+        expected = [int(v) for v in grid.T.reshape(-1) if v >= 0]  # step by step, codebooks in order
+        stream = flatten(ids, "delay")
+        assert stream.tolist() == expected
+        np.testing.assert_array_equal(unflatten(stream, k, "delay", layout), ids)
+        if k > 1:
+            with pytest.raises(PartialFrameError, match="codebook"):
+                unflatten(stream[::-1], k, "delay", layout)
+
+
+@pytest.fixture(scope="module", params=[("frame_major", None), ("coarse_first", None), ("delay", None), ("frame_major", 2),
+                                        ("coarse_first", 1), ("delay", 3)])
 def variant(request, fitted_codec_dir, caption_file, tmp_path_factory):
     pattern, k = request.param
     out = tmp_path_factory.mktemp("tok_pattern") / "tok"
@@ -40,8 +64,11 @@ def test_every_serialization_roundtrips(variant, real_audio_files):
     kk = tok.layout.codebook_of(body)
     if pattern == "frame_major":
         assert kk.tolist() == list(range(codes.n_codebooks)) * codes.n_frames
-    else:
+    elif pattern == "coarse_first":
         assert kk.tolist() == sum([[c] * codes.n_frames for c in range(codes.n_codebooks)], [])
+    else:  # delay: step s holds codebooks max(0, s-T+1) .. min(K-1, s)
+        t = codes.n_frames
+        assert kk.tolist() == [q for s in range(t + codes.n_codebooks - 1) for q in range(codes.n_codebooks) if 0 <= s - q < t]
     back = tok.ids_to_codes(ids)
     np.testing.assert_array_equal(back.codes, codes.codes)
     wav, sr = tok.decode_audio(ids)  # fewer codebooks still decode (coarser audio)

@@ -183,8 +183,7 @@ def summary(tok, path) -> dict:
         "codec": cfg.codec, "bandwidth_kbps": cfg.bandwidth, "n_codebooks": cfg.n_codebooks,
         "codebook_size": lay.codebook_size, "serialization": cfg.serialization,
         "sample_rate": cfg.sample_rate, "channels": cfg.channels, "frame_rate": cfg.frame_rate,
-        "audio_tokens_per_second": cfg.frame_rate * cfg.n_codebooks
-        + (4 if lay.n_scale_tokens else 0),  # + one 4-byte scale per 1 s segment
+        "audio_tokens_per_second": round(tok.audio_tokens_per_second, 2),  # + 48 kHz scale bytes
         "fitted_codec_sha256": cfg.codec_sha256,
         "loudness": asdict(tok.loudness),
     }

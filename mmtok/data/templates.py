@@ -11,7 +11,8 @@ The same builders make the inference prompts (`caption_prompt_ids`, `generate_pr
 training and generation cannot drift apart. The text and audio templates are the unconditional
 twins of those two (a caption with no audio, audio with no caption): classifier-free guidance
 prompts them with `text_prompt_ids` and `audio_prompt_ids`. Audio longer than the token budget
-is cropped on frame boundaries (all codebooks of a frame together) at a random start.
+is cropped on frame boundaries (all codebooks of a frame together) at a random start; audio with
+per-segment scales (encodec_48khz) on segment boundaries, whole segments with their scales.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmtok.tokenizer.codes import AudioCodes
+from mmtok.tokenizer.codes import (
+    SCALE_BYTES,
+    AudioCodes,
+    crop_segments,
+    longest_segment_length,
+    segment_frame_counts,
+    segment_starts,
+    segment_stride,
+)
 from mmtok.tokenizer.layout import TASK_AUDIO, TASK_CAPTION, TASK_GENERATE, TASK_TEXT
 
 TEMPLATES = ("caption", "generate", "text", "audio")
@@ -125,12 +134,15 @@ def audio_prompt_ids(tok) -> list[int]:
 
 # ---- cropping -----------------------------------------------------------------------------------
 def audio_token_cost(tok) -> tuple[int, int]:
-    """(fixed, per_frame): codes_to_ids of T frames has fixed + per_frame*T ids (no-scale codecs)."""
+    """(fixed, per_frame): codes_to_ids of T frames has fixed + per_frame*T ids (no-scale codecs;
+    segmented codecs add SCALE_BYTES per segment: see `audio_id_count`, `frames_that_fit`)."""
     cost = getattr(tok, "_mmtok_audio_cost", None)
     if cost is None:
         k = tok.config.n_codebooks
-        n1, n2 = (len(tok.codes_to_ids(_zeros(tok, k, t))) for t in (1, 2))
-        cost = (n1 - (n2 - n1), n2 - n1)
+        cost = (2, k)  # <soa> <eoa>, then K ids per frame
+        if not tok.layout.n_scale_tokens:  # measured on the tokenizer itself, so it cannot drift
+            n1, n2 = (len(tok.codes_to_ids(_zeros(tok, k, t))) for t in (1, 2))
+            cost = (n1 - (n2 - n1), n2 - n1)
         tok._mmtok_audio_cost = cost
     return cost
 
@@ -139,26 +151,81 @@ def _zeros(tok, k: int, t: int) -> AudioCodes:
     return AudioCodes(np.zeros((k, t), np.int64), t * tok.config.hop, tok.sample_rate, tok.config.codec)
 
 
+def _segmented(tok) -> bool:
+    return bool(tok.layout.n_scale_tokens)
+
+
+def audio_id_count(tok, n_frames: int) -> int:
+    """Ids of `<soa> audio <eoa>` for a crop of `n_frames` frames (from a segment start)."""
+    fixed, per_frame = audio_token_cost(tok)
+    if not _segmented(tok):
+        return fixed + per_frame * n_frames
+    cfg = tok.config
+    n = longest_segment_length(n_frames, cfg.frames_per_segment, cfg.hop)
+    counts = segment_frame_counts(n, cfg.frames_per_segment, cfg.hop)
+    return fixed + SCALE_BYTES * len(counts) + per_frame * sum(counts)
+
+
+def frames_that_fit(tok, budget: int) -> int:
+    """The most frames whose `<soa> audio <eoa>` ids fit in `budget` ids (0: none fit). With
+    per-segment scales (encodec_48khz) every started segment also costs its 4 scale bytes, and a
+    crop of whole segments holds at most frames_per_segment - 1 frames in its last one."""
+    fixed, per_frame = audio_token_cost(tok)
+    if not _segmented(tok):
+        return max(0, (budget - fixed) // per_frame)
+    fps = tok.config.frames_per_segment
+    room = budget - fixed
+    segment = SCALE_BYTES + per_frame * fps  # a whole segment's ids
+    if room < SCALE_BYTES + per_frame:
+        return 0
+    full = (room - SCALE_BYTES - per_frame) // segment  # whole segments before a last one of >= 1 frame
+    last = min(fps, (room - full * segment - SCALE_BYTES) // per_frame)
+    frames = full * fps + last
+    while frames > 0 and audio_id_count(tok, frames) > budget:  # the last segment's cap
+        frames -= 1
+    return frames
+
+
 def crop_codes(codes: AudioCodes, start: int, n_frames: int, hop: int) -> AudioCodes:
-    """Frames [start, start + n_frames) of every codebook (a crop never splits a frame)."""
+    """Frames [start, start + n_frames) of every codebook (a crop never splits a frame).
+
+    Codes with per-segment scales (encodec_48khz) are cropped on segment boundaries: `start` must
+    be the first frame of a segment, and the crop keeps whole segments with their scales, as
+    many frames as a valid audio length gives within `n_frames` (the last kept segment can lose
+    its final frame, which lies in the next segment's 1% overlap; `crop_segments`)."""
     if codes.scales is not None:
-        raise ValueError(f"cropping {codes.codec} codes (per-segment scales) is not supported")
+        fps = codes.frames_per_segment
+        starts = segment_starts(codes.n_samples, fps, hop)
+        if start not in starts:
+            raise ValueError(f"frame {start} is not a segment boundary of {codes.codec} codes (segments start at "
+                             f"frames {starts[:4]}...): crops of codes with per-segment scales keep whole segments")
+        return crop_segments(codes, starts.index(start), longest_segment_length(n_frames, fps, hop), hop)
     end = min(codes.n_frames, start + n_frames)
     n_samples = min(codes.n_samples - start * hop, (end - start) * hop)
-    return AudioCodes(codes.codes[:, start:end], n_samples, codes.sample_rate, codes.codec)
+    return AudioCodes(codes.codes[:, start:end], n_samples, codes.sample_rate, codes.codec, gain_db=codes.gain_db)
+
+
+def random_crop(codes: AudioCodes, n_frames: int, hop: int, rng: np.random.Generator) -> AudioCodes:
+    """A crop of at most `n_frames` frames at a random start: any frame, or for codes with
+    per-segment scales any segment from which the crop's whole length is still audio."""
+    if codes.scales is None:
+        return crop_codes(codes, int(rng.integers(codes.n_frames - n_frames + 1)), n_frames, hop)
+    fps = codes.frames_per_segment
+    length = longest_segment_length(n_frames, fps, hop)
+    first = int(rng.integers(max(0, codes.n_samples - length) // segment_stride(fps, hop) + 1))
+    return crop_segments(codes, first, length, hop)
 
 
 def fit_audio(tok, codes: AudioCodes, budget: int, rng: np.random.Generator, min_share: float = 1.0) -> list[int]:
     """`<soa> audio <eoa>` ids of at most `budget` tokens: a random crop if the clip is longer.
     With `min_share` < 1, a random window of a random length, at least that share of the frames
-    that fit (crop augmentation); at 1 no number is drawn for a clip that fits."""
-    fixed, per_frame = audio_token_cost(tok)
-    n_frames = min(codes.n_frames, max(1, (budget - fixed) // per_frame))
+    that fit (crop augmentation); at 1 no number is drawn for a clip that fits. At least one
+    frame is kept when none fits (the packer then splits the document)."""
+    n_frames = min(codes.n_frames, max(1, frames_that_fit(tok, budget)))
     if min_share < 1.0:
         n_frames = int(rng.integers(max(1, math.ceil(min_share * n_frames)), n_frames + 1))
     if codes.n_frames > n_frames:
-        start = int(rng.integers(codes.n_frames - n_frames + 1))
-        codes = crop_codes(codes, start, n_frames, tok.config.hop)
+        codes = random_crop(codes, n_frames, tok.config.hop, rng)
     return tok.codes_to_ids(codes)
 
 

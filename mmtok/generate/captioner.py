@@ -26,12 +26,18 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from mmtok.checkpoint import load_for_inference, resolve_checkpoint
-from mmtok.data.templates import audio_token_cost, caption_prompt_ids, crop_codes, text_prompt_ids
+from mmtok.data.templates import caption_prompt_ids, crop_codes, frames_that_fit, text_prompt_ids
 from mmtok.generate.constraints import TextConstraint
 from mmtok.generate.engine import generate
 from mmtok.generate.sampling import GenerationConfig
 from mmtok.tokenizer.audio_io import AudioSource
-from mmtok.tokenizer.codes import AudioCodes
+from mmtok.tokenizer.codes import (
+    AudioCodes,
+    crop_segments,
+    longest_segment_length,
+    segment_frame_counts,
+    segment_stride,
+)
 from mmtok.tokenizer.layout import LayoutMismatchError
 
 
@@ -102,9 +108,7 @@ class Captioner:
 
     def max_frames(self) -> int:
         """Most audio frames a prompt can hold with room left for a `max_new_tokens` caption."""
-        fixed, per_frame = audio_token_cost(self.tokenizer)
-        room = self.context - self.max_new_tokens - self._prompt_overhead() - fixed
-        return room // per_frame
+        return frames_that_fit(self.tokenizer, self.context - self.max_new_tokens - self._prompt_overhead())
 
     def max_seconds(self) -> float:
         return self.max_frames() / self.tokenizer.frame_rate
@@ -191,7 +195,23 @@ class Captioner:
             raise ValueError(f"prompt too long for the context: a {window:g} s window is {win_frames} frames, "
                              f"the context holds {self.max_frames()} ({self.max_seconds():.2f} s)")
         codes = audio if isinstance(audio, AudioCodes) else self.tokenizer.encode_audio(audio, sample_rate)
+        if codes.scales is not None:  # windows of whole segments (encodec_48khz), each with its scales
+            return self._caption_segment_windows(codes, window, hop)
         starts = range(0, max(1, codes.n_frames - win_frames + hop_frames), hop_frames)
         windows = [crop_codes(codes, s, win_frames, hop_samples) for s in starts]
         captions = self.caption_codes(windows)
         return [(s / fr, min(s + win_frames, codes.n_frames) / fr, c) for s, c in zip(starts, captions)]
+
+    def _caption_segment_windows(self, codes: AudioCodes, window: float, hop: float) -> list[tuple[float, float, str]]:
+        """Windows of whole segments (each with its scale) that start on segment boundaries,
+        every round(hop / segment stride) segments; the last one may be shorter."""
+        cfg, sr = self.tokenizer.config, self.tokenizer.sample_rate
+        fps, stride = cfg.frames_per_segment, segment_stride(cfg.frames_per_segment, cfg.hop)
+        length = longest_segment_length(round(window * self.tokenizer.frame_rate), fps, cfg.hop)
+        per_window = len(segment_frame_counts(length, fps, cfg.hop))
+        step = max(1, round(hop * sr / stride))
+        n_segments = len(segment_frame_counts(codes.n_samples, fps, cfg.hop))
+        chosen = range(0, max(1, n_segments - per_window + step), step)
+        windows = [crop_segments(codes, i, length, cfg.hop) for i in chosen]
+        captions = self.caption_codes(windows)
+        return [(i * stride / sr, (i * stride + w.n_samples) / sr, c) for i, w, c in zip(chosen, windows, captions)]

@@ -8,17 +8,18 @@ constrained output is well formed whatever the model's weights are.
 - `TextConstraint`: text ids, then `<eos>` (a caption).
 - `AudioConstraint`: codebook k's id block wherever the serialization puts codebook k, and
   `<eoa>` only after whole frames (or exactly after `n_frames` frames, for "--seconds S").
-
-Scale-byte tokens (48 kHz EnCodec, `layout.n_scale_tokens > 0`) are not generated: the audio
-constraint refuses such layouts; use encodec_24khz or a fitted codec for generation.
+  With per-segment scales (encodec_48khz layouts) each segment opens with its 4 scale-byte
+  tokens, the last of them kept to SCALE_TOP_BYTE_RANGE (a positive float32 in [2**-27, 2)),
+  then that segment's frames: the layout `MultimodalTokenizer.codes_to_ids` writes.
 """
 
 from __future__ import annotations
 
 import torch
 
+from mmtok.tokenizer.codes import SCALE_BYTES, SCALE_TOP_BYTE_RANGE
 from mmtok.tokenizer.layout import VocabLayout
-from mmtok.tokenizer.patterns import check_pattern
+from mmtok.tokenizer.patterns import check_pattern, codebook_order
 
 
 class TextConstraint:
@@ -42,45 +43,63 @@ class AudioConstraint:
     n_codebooks: codebooks per frame (K); default all the layout holds.
     n_frames: exact frames to generate, then `<eoa>`; None = the model decides when to stop,
         at any whole frame (frame_major only). Generate with max_new_tokens >= `max_new_tokens`.
-    pattern: `frame_major` (t0k0 t0k1 ... t1k0 ...) or `coarse_first` (needs n_frames).
+    pattern: `frame_major` (t0k0 t0k1 ... t1k0 ...), `coarse_first` or `delay` (both need n_frames).
+    segment_frames: layouts with scale tokens (encodec_48khz): the frames of each segment
+        (`segment_frame_counts` of the audio length); each segment is 4 scale bytes, then its
+        frames in `pattern` order. n_frames is then their sum.
     """
 
     def __init__(self, layout: VocabLayout, n_codebooks: int | None = None, n_frames: int | None = None,
-                 pattern: str = "frame_major"):
-        if layout.n_scale_tokens:
-            raise NotImplementedError(
-                "audio generation with scale-byte tokens (48 kHz EnCodec layouts) is not supported; "
-                "use a layout without scale tokens (encodec_24khz or a fitted codec)"
-            )
+                 pattern: str = "frame_major", segment_frames: list[int] | None = None):
         self.k = layout.n_codebooks if n_codebooks is None else n_codebooks
         if not 0 < self.k <= layout.n_codebooks:
             raise ValueError(f"n_codebooks={n_codebooks} not in [1, {layout.n_codebooks}] for this layout")
         self.pattern = check_pattern(pattern)
-        if pattern == "coarse_first" and n_frames is None:
-            raise ValueError("coarse_first audio needs a fixed n_frames (codebook k starts after k*n_frames tokens)")
+        if layout.n_scale_tokens:
+            if not segment_frames or min(segment_frames) < 1:
+                raise ValueError("a layout with scale-byte tokens (encodec_48khz) needs segment_frames: the "
+                                 "frames of each segment (segment_frame_counts of the audio length)")
+            if n_frames is not None and n_frames != sum(segment_frames):
+                raise ValueError(f"n_frames={n_frames} but segment_frames hold {sum(segment_frames)}")
+            n_frames = sum(segment_frames)
+        elif segment_frames is not None:
+            raise ValueError("segment_frames is for layouts with scale-byte tokens (encodec_48khz)")
+        if pattern != "frame_major" and n_frames is None:
+            raise ValueError(f"{pattern} audio needs a fixed n_frames (where codebook k goes depends on the length)")
         if n_frames is not None and n_frames <= 0:
             raise ValueError(f"n_frames must be positive, got {n_frames}")
         self.n_frames = n_frames
         self.stop_ids = (layout.eoa_id,)
         v = len(layout)
-        self.blocks = torch.zeros(self.k, v, dtype=torch.bool)  # (K, V): codebook k's ids
+        # masks: 0..K-1 codebook k's ids; K any scale byte; K+1 a scale's last byte; K+2 <eoa>
+        masks = torch.zeros(self.k + 3, v, dtype=torch.bool)
         for k in range(self.k):
             start = layout.audio_base + k * layout.codebook_size
-            self.blocks[k, start : start + layout.codebook_size] = True
-        self.eoa = torch.zeros(v, dtype=torch.bool)
-        self.eoa[layout.eoa_id] = True
+            masks[k, start : start + layout.codebook_size] = True
+        masks[self.k, layout.scale_base : layout.scale_base + layout.n_scale_tokens] = True
+        lo, hi = SCALE_TOP_BYTE_RANGE
+        masks[self.k + 1, layout.scale_base + lo : layout.scale_base + hi] = bool(layout.n_scale_tokens)
+        masks[self.k + 2, layout.eoa_id] = True
+        self.masks, self.blocks, self.eoa = masks, masks[: self.k], masks[self.k + 2]
+        self.schedule = None  # fixed length: the mask of every step
+        if n_frames is not None:
+            parts = []
+            for frames in segment_frames or [n_frames]:
+                if segment_frames:
+                    parts.append(torch.tensor([self.k] * (SCALE_BYTES - 1) + [self.k + 1]))
+                parts.append(torch.from_numpy(codebook_order(self.k, frames, pattern)))
+            parts.append(torch.tensor([self.k + 2]))
+            self.schedule = torch.cat(parts)
 
     @property
     def max_new_tokens(self) -> int | None:
         """Tokens a fixed-length generation takes, `<eoa>` included (None when open-ended)."""
-        return None if self.n_frames is None else self.n_frames * self.k + 1
+        return None if self.schedule is None else len(self.schedule)
 
     def allowed(self, step: int, generated: torch.Tensor) -> torch.Tensor:  # (V,)
-        if self.n_frames is not None and step >= self.n_frames * self.k:
-            return self.eoa
-        if self.pattern == "coarse_first":
-            return self.blocks[step // self.n_frames]
+        if self.schedule is not None:
+            return self.masks[self.schedule[min(step, len(self.schedule) - 1)]]
         k = step % self.k
-        if k == 0 and step > 0 and self.n_frames is None:
+        if k == 0 and step > 0:
             return self.blocks[0] | self.eoa  # a frame just closed: go on or stop
         return self.blocks[k]

@@ -7,7 +7,9 @@
 The prompt is `mmtok.data.templates.generate_prompt_ids` (`<bos> <task_generate> [instruction]
 caption <soa>`), as in training. An `AudioConstraint` forces exactly ceil(seconds * frame_rate)
 whole frames in the tokenizer's serialization order, then `<eoa>`, so the ids always decode; the
-waveform is trimmed to round(seconds * sample_rate) samples. With `generation.cfg_coef` != 1
+waveform is trimmed to round(seconds * sample_rate) samples. With per-segment scales
+(encodec_48khz) the model writes each 1 s segment's 4 scale bytes (a valid positive float32, see
+`AudioConstraint`) and then its frames, the segments of exactly round(seconds * sample_rate) samples. With `generation.cfg_coef` != 1
 (MusicGen uses 3) the unconditional twin of each prompt is the audio template's
 `<bos> <task_audio> <soa>` (audio with no caption).
 """
@@ -24,12 +26,12 @@ import soundfile as sf
 import torch
 
 from mmtok.atomic import atomic_path
-from mmtok.data.templates import audio_prompt_ids, generate_prompt_ids
+from mmtok.data.templates import audio_prompt_ids, frames_that_fit, generate_prompt_ids
 from mmtok.generate.captioner import check_model_fits, unwrap
 from mmtok.generate.constraints import AudioConstraint
 from mmtok.generate.engine import generate
 from mmtok.generate.sampling import GenerationConfig
-from mmtok.tokenizer.codes import AudioCodes
+from mmtok.tokenizer.codes import AudioCodes, segment_frame_counts
 
 # Sampling, not argmax: greedy decoding of audio tokens collapses into loops. MusicGen's settings:
 # top_k=250, temperature 1, classifier-free guidance 3 (on the demo run, the instrument family a
@@ -55,16 +57,18 @@ def generate_codes_batch(
     if not captions:
         raise ValueError("no captions to generate music for")
     layout, cfg = tokenizer.layout, tokenizer.config
-    n_frames = math.ceil(seconds * tokenizer.frame_rate)
-    try:
-        constraint = AudioConstraint(layout, n_codebooks=cfg.n_codebooks, n_frames=n_frames,
-                                     pattern=cfg.serialization)
-    except NotImplementedError as e:  # scale-token (48 kHz) layouts
-        raise ValueError(str(e)) from None
+    segment_frames = None
+    if layout.n_scale_tokens:  # encodec_48khz: the segments of exactly that much audio, each with its scale
+        segment_frames = segment_frame_counts(round(seconds * tokenizer.sample_rate), cfg.frames_per_segment, cfg.hop)
+        n_frames = sum(segment_frames)
+    else:
+        n_frames = math.ceil(seconds * tokenizer.frame_rate)
+    constraint = AudioConstraint(layout, n_codebooks=cfg.n_codebooks, n_frames=n_frames, pattern=cfg.serialization,
+                                 segment_frames=segment_frames)
     prompts = [generate_prompt_ids(tokenizer, c, instruction) for c in captions]
     longest = max(map(len, prompts)) + constraint.max_new_tokens
     if longest > model.config.max_seq_len:
-        most = (model.config.max_seq_len - max(map(len, prompts)) - 1) // cfg.n_codebooks
+        most = frames_that_fit(tokenizer, model.config.max_seq_len - max(map(len, prompts)) + 1)  # <soa> is in the prompt
         raise ValueError(
             f"prompt too long for the context: {seconds:g} s is {n_frames} frames x {cfg.n_codebooks} codebooks "
             f"= {constraint.max_new_tokens} tokens after a {max(map(len, prompts))}-token prompt, but the model's "

@@ -27,7 +27,7 @@ import numpy as np
 
 from mmtok.tokenizer.audio_io import AudioSource
 from mmtok.tokenizer.codec import FITTED_CONFIG, PRETRAINED, check_not_collapsed, load_codec, sha256_file
-from mmtok.tokenizer.codes import AudioCodes, samples_for_segments, segment_frame_counts
+from mmtok.tokenizer.codes import SCALE_BYTES, AudioCodes, samples_for_segments, segment_frame_counts, segment_stride
 from mmtok.tokenizer.layout import LayoutMismatchError, Modality, VocabLayout
 from mmtok.tokenizer.loudness import LoudnessRule
 from mmtok.tokenizer.patterns import PartialFrameError, check_pattern, flatten, unflatten
@@ -35,7 +35,6 @@ from mmtok.tokenizer.text import TextTokenizer, train_sentencepiece
 
 TEXT_MODEL, LAYOUT, CONFIG, CODEC_DIR = "spm.model", "layout.json", "tokenizer.json", "codec"
 FORMAT = "mmtok-tokenizer"
-SCALE_BYTES = 4  # one float32 scale per codec segment, as its 4 little-endian IEEE bytes
 DEFAULT_LOUDNESS = "lufs:-23"  # EBU R128's target; see mmtok/tokenizer/loudness.py
 
 
@@ -219,6 +218,17 @@ class MultimodalTokenizer:
     @property
     def frame_rate(self) -> float:
         return self.config.frame_rate
+
+    @property
+    def audio_tokens_per_second(self) -> float:
+        """Audio ids per second of (long) audio: frame rate x codebooks; with per-segment scales
+        (encodec_48khz) each segment's SCALE_BYTES + frames x codebooks per segment stride (0.99 s:
+        segments overlap by 1%)."""
+        cfg = self.config
+        if not self.layout.n_scale_tokens:
+            return cfg.frame_rate * cfg.n_codebooks
+        stride_s = segment_stride(cfg.frames_per_segment, cfg.hop) / cfg.sample_rate
+        return (SCALE_BYTES + cfg.frames_per_segment * cfg.n_codebooks) / stride_s
 
     def modality_of(self, ids) -> np.ndarray:
         return self.layout.modality_of(ids)

@@ -2,11 +2,15 @@
 
 - `frame_major` (AnyGPT default): t0k0 t0k1 .. t0k(K-1) t1k0 ...  (one frame after another)
 - `coarse_first`: all of codebook 0, then all of codebook 1, ... (coarse audio first)
+- `delay` (MusicGen's codebook pattern, flattened): step s holds codebook k of frame s - k, for
+  s = 0 .. T+K-2, codebooks in order; the K(K-1) empty positions of the first and last K-1
+  steps (MusicGen's special "empty" token) are left out, so the stream is K*T ids like the others.
 
-Keeping only the first k codebooks is done before serializing (`n_codebooks` option of the
-tokenizer). Ids carry their codebook (`VocabLayout.codebook_of`), so parsing checks that every
-position holds the codebook the pattern puts there: a stream with a partial frame or shuffled
-codebooks is refused instead of being silently misread.
+Every pattern is a permutation of the K*T positions (`positions`), so flattening and parsing are
+exact inverses for any K and T. Keeping only the first k codebooks is done before serializing
+(`n_codebooks` option of the tokenizer). Ids carry their codebook (`VocabLayout.codebook_of`), so
+parsing checks that every position holds the codebook the pattern puts there: a stream with a
+partial frame or shuffled codebooks is refused instead of being silently misread.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 
 from mmtok.tokenizer.layout import VocabLayout
 
-PATTERNS = ("frame_major", "coarse_first")
+PATTERNS = ("frame_major", "coarse_first", "delay")
 
 
 class PartialFrameError(ValueError):
@@ -28,12 +32,29 @@ def check_pattern(pattern: str) -> str:
     return pattern
 
 
+def positions(n_codebooks: int, n_frames: int, pattern: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codebook, frame) of each of the K*T stream positions, as two (K*T,) int64 arrays."""
+    k, t = n_codebooks, n_frames
+    kk, tt = np.meshgrid(np.arange(k, dtype=np.int64), np.arange(t, dtype=np.int64), indexing="ij")  # (K, T)
+    if check_pattern(pattern) == "frame_major":
+        return kk.T.reshape(-1), tt.T.reshape(-1)  # (T, K) row-major: frame by frame
+    if pattern == "coarse_first":
+        return kk.reshape(-1), tt.reshape(-1)  # (K, T) row-major: codebook by codebook
+    step = (tt + kk).reshape(-1)  # delay: codebook k of frame t sits at step t + k
+    order = np.lexsort((kk.reshape(-1), step))  # by step, then codebook
+    return kk.reshape(-1)[order], tt.reshape(-1)[order]
+
+
+def codebook_order(n_codebooks: int, n_frames: int, pattern: str) -> np.ndarray:
+    """The codebook each stream position holds (what a constrained generator must write there)."""
+    return positions(n_codebooks, n_frames, pattern)[0]
+
+
 def flatten(ids: np.ndarray, pattern: str) -> np.ndarray:
     """(K, T) audio ids -> (K*T,) stream."""
     ids = np.asarray(ids)
-    if check_pattern(pattern) == "frame_major":
-        return ids.T.reshape(-1)  # (T, K) row-major: frame by frame
-    return ids.reshape(-1)  # (K, T) row-major: codebook by codebook
+    kk, tt = positions(ids.shape[0], ids.shape[1], pattern)
+    return ids[kk, tt]
 
 
 def unflatten(stream: np.ndarray, n_codebooks: int, pattern: str, layout: VocabLayout,
@@ -44,14 +65,13 @@ def unflatten(stream: np.ndarray, n_codebooks: int, pattern: str, layout: VocabL
     if stream.size % k:
         raise PartialFrameError(f"{source}: {stream.size} audio tokens is not a whole number of "
                                 f"{k}-codebook frames ({stream.size % k} left over: a partial frame)")
-    if check_pattern(pattern) == "frame_major":
-        ids = stream.reshape(-1, k).T
-    else:
-        ids = stream.reshape(k, -1)
-    expected = np.arange(k)[:, None]
-    found = layout.codebook_of(ids)
-    if (found != expected).any():
-        kk, tt = np.argwhere(found != expected)[0]
-        raise PartialFrameError(f"{source}: frame {tt} position {kk} holds a codebook-{found[kk, tt]} "
-                                f"token where {pattern} puts codebook {kk} (misaligned or partial frame)")
+    kk, tt = positions(k, stream.size // k, check_pattern(pattern))
+    found = layout.codebook_of(stream)
+    bad = np.flatnonzero(found != kk)
+    if bad.size:
+        i = bad[0]
+        raise PartialFrameError(f"{source}: frame {tt[i]} position {kk[i]} holds a codebook-{found[i]} "
+                                f"token where {pattern} puts codebook {kk[i]} (misaligned or partial frame)")
+    ids = np.empty((k, stream.size // k), dtype=np.int64)
+    ids[kk, tt] = stream
     return ids
