@@ -1,5 +1,5 @@
-"""Every codec setting against encodec itself: encodec_24khz at 1.5 / 6 / 12 / 24 kbps (2 / 8 /
-16 / 32 codebooks) and encodec_48khz at 3 / 6 / 12 / 24 kbps (2 / 4 / 8 / 16 codebooks, with
+"""Every codec setting against encodec itself: encodec_24khz at 1.5 / 3 / 6 / 12 / 24 kbps (2 / 4 /
+8 / 16 / 32 codebooks) and encodec_48khz at 3 / 6 / 12 / 24 kbps (2 / 4 / 8 / 16 codebooks, with
 per-segment scales), each in every serialization (frame_major, coarse_first, delay) and with the
 first k codebooks kept. The oracle is the `encodec` package on the same checkpoint file (stand-in
 weights of the real architectures, every codebook k-means-initialised: tests/fixtures/tokenizer.py):
@@ -21,7 +21,8 @@ from mmtok.tokenizer.patterns import PATTERNS, codebook_order
 from tests.test_tokenizer_codec import _assert_equal_but_for_near_ties, _oracle
 
 SETTINGS = [  # (codec, kbps, codebooks)
-    ("encodec_24khz", 1.5, 2), ("encodec_24khz", 6.0, 8), ("encodec_24khz", 12.0, 16), ("encodec_24khz", 24.0, 32),
+    ("encodec_24khz", 1.5, 2), ("encodec_24khz", 3.0, 4), ("encodec_24khz", 6.0, 8), ("encodec_24khz", 12.0, 16),
+    ("encodec_24khz", 24.0, 32),
     ("encodec_48khz", 3.0, 2), ("encodec_48khz", 6.0, 4), ("encodec_48khz", 12.0, 8), ("encodec_48khz", 24.0, 16),
 ]
 
