@@ -80,9 +80,15 @@ def waveform_features(x: torch.Tensor, sr: int) -> dict[str, np.ndarray]:
     band = (freqs > 60) & (freqs < 2000)
     pitch_class = (torch.round(12 * torch.log2(freqs[band] / 440.0)) % 12).long()
     chroma = torch.zeros(12).index_add_(0, pitch_class, spec[band]).numpy()
-    key = [max(np.corrcoef(chroma, np.roll(profile, r))[0, 1] for r in range(12)) for profile in (MAJOR, MINOR)]
     return {"audio_timbre": torch.cat([logmel.mean(1), logmel.std(1)]).numpy(), "audio_rhythm": ac.astype(np.float32),
-            "audio_key": np.asarray(key, np.float32)}  # fmt: skip
+            "audio_key": key_profile_features(chroma)}  # fmt: skip
+
+
+def key_profile_features(chroma: np.ndarray) -> np.ndarray:
+    """(2,): max correlation of a 12-bin chroma (C first) with the 12 rotations of the major and
+    of the minor key profile: transposition-invariant, so a linear probe can read the mode."""
+    key = [max(np.corrcoef(chroma, np.roll(profile, r))[0, 1] for r in range(12)) for profile in (MAJOR, MINOR)]
+    return np.nan_to_num(np.asarray(key, np.float32))
 
 
 def fit_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], steps: int = 400):
