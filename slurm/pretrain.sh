@@ -39,6 +39,10 @@ mapfile -t HOSTS < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 NNODES=${SLURM_NNODES:-${#HOSTS[@]}}
 [ "${#HOSTS[@]}" -eq "$NNODES" ] || die "SLURM_NNODES=$NNODES but the node list has ${#HOSTS[@]} hosts"
 HEAD=${HOSTS[0]}
+# The rendezvous host: the head node's address as Slurm knows it (NodeAddr; the node name itself
+# where that is what resolves, as on most clusters).
+HEAD_ADDR=$(scontrol show node "$HEAD" 2>/dev/null | grep -oE 'NodeAddr=[^ ]+' | head -1 | cut -d= -f2)
+HEAD_ADDR=${HEAD_ADDR:-$HEAD}
 PORT=$((20000 + SLURM_JOB_ID % 20000))  # same on every node, differs between concurrent jobs
 
 if [ -n "${MMTOK_NPROC_PER_NODE:-}" ]; then
@@ -58,7 +62,7 @@ OUT=$("$PY" -m mmtok train "$CONFIG" "$@" --print-config \
       | "$PY" -c 'import sys, yaml; print(yaml.safe_load(sys.stdin)["train"]["out_dir"])') \
   || die "bad config $CONFIG $*"
 
-echo "[$(date -Is)] job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0}: $NNODES node(s) x $NPROC proc(s), head $HEAD:$PORT, out $OUT"
+echo "[$(date -Is)] job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0}: $NNODES node(s) x $NPROC proc(s), head $HEAD ($HEAD_ADDR:$PORT), out $OUT"
 if [ -e "$OUT/checkpoints/latest" ]; then
   echo "resuming from $OUT/checkpoints/$(cat "$OUT/checkpoints/latest")"
 fi
@@ -71,7 +75,7 @@ srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit
   bash -c 'trap "" USR1; exec "$@"' torchrun \
   "$PY" -m torch.distributed.run \
     --nnodes "$NNODES" --nproc_per_node "$NPROC" \
-    --rdzv_backend c10d --rdzv_endpoint "$HEAD:$PORT" --rdzv_id "$SLURM_JOB_ID" \
+    --rdzv_backend c10d --rdzv_endpoint "$HEAD_ADDR:$PORT" --rdzv_id "$SLURM_JOB_ID" \
     train/pretrain.py "$CONFIG" "$@"
 rc=$?
 set -e

@@ -52,13 +52,17 @@ def _free_port() -> int:
 
 
 class SlurmCluster:
-    def __init__(self, cpus: int | None = None, memory_mb: int = 8000):
+    """`nodes` > 1 runs that many slurmd on this host (Debian's Slurm is built with multiple-slurmd),
+    named n1, n2, ... at 127.0.0.1 on their own ports, the CPUs split between them."""
+
+    def __init__(self, cpus: int | None = None, memory_mb: int = 8000, nodes: int = 1):
         why = missing_requirements()
         if why:
             raise SlurmUnavailable(why)
         self.cpus = cpus or os.cpu_count() or 1
         self.memory_mb = memory_mb
         self.host = socket.gethostname()
+        self.nodes = [self.host] if nodes == 1 else [f"n{i + 1}" for i in range(nodes)]
         self.procs: list[subprocess.Popen] = []
         self.root = Path(tempfile.mkdtemp(prefix="mmtok-slurm-", dir="/tmp"))
         self.conf = self.root / "slurm.conf"
@@ -103,15 +107,23 @@ ReturnToService=2
 EnforcePartLimits=ALL
 KillWait=30
 StateSaveLocation={r}/state
-SlurmdSpoolDir={r}/spool
+SlurmdSpoolDir={r}/spool/%n
 SlurmctldPidFile={r}/slurmctld.pid
-SlurmdPidFile={r}/slurmd.pid
+SlurmdPidFile={r}/slurmd-%n.pid
 SlurmctldLogFile={r}/log/slurmctld.log
-SlurmdLogFile={r}/log/slurmd.log
-NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
-PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
+SlurmdLogFile={r}/log/slurmd-%n.log
+{self._node_lines()}
+PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
 """
         )
+
+    def _node_lines(self) -> str:
+        """One NodeName line per node; several nodes share the host, each slurmd on its own port."""
+        cpus = max(1, self.cpus // len(self.nodes))
+        memory = self.memory_mb // len(self.nodes)
+        port = "" if len(self.nodes) == 1 else " Port={}"
+        return "\n".join(f"NodeName={name} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN"
+                         + port.format(_free_port()) for name in self.nodes)
 
     def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen:
         log = open(self.root / "log" / log_name, "ab")
@@ -134,8 +146,12 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
         )
         self._wait_for(lambda: (m / "munge.socket").exists(), timeout, "munged socket")
         self._spawn(["/usr/sbin/slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld.out")
-        self._spawn(["/usr/sbin/slurmd", "-D", "-N", self.host, "-f", str(self.conf)], "slurmd.out")
-        self._wait_for(lambda: self.run(["sinfo", "-h", "-o", "%T"], check=False).stdout.strip() == "idle", timeout, "node idle")
+        for name in self.nodes:
+            (self.root / "spool" / name).mkdir(parents=True, exist_ok=True)
+            self._spawn(["/usr/sbin/slurmd", "-D", "-N", name, "-f", str(self.conf)], f"slurmd-{name}.out")
+        idle = "\n".join(["idle"] * len(self.nodes))
+        self._wait_for(lambda: self.run(["sinfo", "-h", "-N", "-o", "%T"], check=False).stdout.strip() == idle,
+                       timeout, "nodes idle")
 
     def stop(self) -> None:
         for proc in reversed(self.procs):  # slurmd, slurmctld, then munged

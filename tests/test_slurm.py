@@ -89,3 +89,29 @@ def test_a_partial_world_is_refused(monkeypatch):
     monkeypatch.setenv("MMTOK_EXPECTED_WORLD_SIZE", "4")
     with pytest.raises(RuntimeError, match="expected a world of 4 ranks .* formed 1; refusing"):
         init_distributed("cpu")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sbatch_on_two_nodes_trains_one_world(tokenizer_dir, train_shards, tmp_path):
+    """`sbatch --nodes=2`: one torchrun per node (two slurmd on this host), a c10d rendezvous on
+    the head node's address, one world of 2 ranks that trains to the end."""
+    why = missing_requirements()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"Slurm test cluster cannot start in CI: {why}")
+        pytest.skip(why)
+    out, log = tmp_path / "run", tmp_path / "job.out"
+    overrides = tiny_overrides(tokenizer_dir, train_shards, out, "train.max_steps=6")
+    with SlurmCluster(cpus=max(2, os.cpu_count() or 2), nodes=2) as cluster:
+        job = cluster.sbatch(
+            ["--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-per-task=1", f"--output={log}",
+             "slurm/pretrain.sh", "configs/tiny.yaml", *overrides],
+            cwd=REPO, env={"MMTOK_NPROC_PER_NODE": "1", "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        info = cluster.wait(job, timeout=300)
+        text = log.read_text()
+        assert info["JobState"] == "COMPLETED", f"{info}\n{text[-3000:]}\n{cluster.daemon_logs(4000)}"
+        assert info["NodeList"] == "n[1-2]" and "2 node(s) x 1 proc(s), head n1 (127.0.0.1:" in text
+    assert sorted(read_metrics(out)) == list(range(1, 7))
+    assert ckpt.read_train_state(ckpt.latest_checkpoint(out))["world_size"] == 2
