@@ -12,7 +12,7 @@ import soundfile as sf
 
 from mmtok.data.importers import FORMATS, DatasetFormatError, MissingAudioError, import_dataset
 from mmtok.data.manifest import read_manifest, write_jsonl
-from mmtok.data.shard import ShardConfig, read_window, shard_manifest
+from mmtok.data.shard import ShardConfig, encode_sample, read_window, shard_manifest
 from mmtok.data.stream import resolve_shards
 
 SR = 24000
@@ -346,6 +346,17 @@ def test_window_reads_the_same_samples_as_slicing(imported):
     np.testing.assert_array_equal(tail, whole[len(whole) - round(1.25 * sr) :].T)
     with pytest.raises(ValueError, match="outside the file"):
         read_window(item["audio"], (len(whole) / sr + 1, len(whole) / sr + 11))
+
+
+def test_included_audio_of_a_window_is_the_window(imported, tokenizer):
+    import io
+
+    item = imported["audiocaps"][1]["longvideo01_5"]
+    members = encode_sample(tokenizer, "k", item, ShardConfig(include_audio=True))
+    flac, sr = sf.read(io.BytesIO(members["k.flac"]), dtype="float32", always_2d=True)
+    window, rate = read_window(item["audio"], (item["start_s"], item["end_s"]))
+    assert sr == rate and flac.shape == window.T.shape
+    np.testing.assert_allclose(flac, window.T, atol=1 / 32768)  # PCM_16
 
 
 def test_window_past_the_end_is_skipped_and_reported(tokenizer_dir, real_audio_files, tmp_path):

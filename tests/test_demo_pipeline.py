@@ -61,6 +61,24 @@ def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, 
     printed = capsys.readouterr().out
     assert "caption metrics" in printed and "sample captions" in printed
 
+    # The other tasks: trained from the mixed train shards, evaluated on the test pieces, reported.
+    import webdataset as wds
+
+    from mmtok.data.stream import resolve_shards
+
+    trained = {json.loads(s["json"]).get("task", "caption") for s in
+               wds.WebDataset(resolve_shards(out / "shards" / "shards.jsonl#train"), shardshuffle=False)}
+    assert trained == {"caption", "qa", "segments", "playlist"}
+    tasks = results["tasks"]
+    assert set(tasks) == {"qa", "segments", "playlist", "retrieval", "music"}
+    assert tasks["qa"]["n_questions"] == 7 * len(test_items)  # one per fact and a description, every test clip
+    assert 0.0 <= tasks["qa"]["attributes_by_type"]["family"]["accuracy"] <= 1.0
+    assert tasks["segments"]["items"] > 0 and tasks["segments"]["baseline"]["sections"] >= 2
+    t2a = tasks["retrieval"]["directions"]["text2audio"]
+    assert t2a["metrics"]["candidates"] == len(test_items) and t2a["random"]["R@1"] == pytest.approx(1 / len(test_items))
+    assert tasks["playlist"]["n_playlists"] > 0 and "set_attributes" in tasks["playlist"]
+    assert "# Other tasks" in md and "Question answering" in md and "Trivial segmentation" in md and "Examples" in md
+
     # Re-running skips every complete stage; changing a stage's parameters re-runs it and what follows.
     pipe.run()
     rerun = capsys.readouterr().out
@@ -68,6 +86,8 @@ def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, 
         assert f"[demo] {s}: already complete, skipped" in rerun, s
     changed = DemoPipeline(DemoConfig(**{**cfg.__dict__, "generate_prompt": "a fast organ piece"}))
     assert again_stage_done(changed, "eval") and not again_stage_done(changed, "report")
+    captions_only = DemoPipeline(DemoConfig(**{**cfg.__dict__, "tasks": False}))  # --no-tasks: the codec stays
+    assert again_stage_done(captions_only, "codec") and not again_stage_done(captions_only, "tasks")
 
     # A moved run directory, reached from another working directory, still finds its fitted codec.
     moved = tmp_path / "elsewhere" / "demo"

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Command-group modules, in the order `mmtok --help` lists them (data flows left to right).
-GROUPS = ("tokenizer", "data", "train", "checkpoint", "generate", "eval", "export", "demo")
+GROUPS = ("tokenizer", "data", "train", "checkpoint", "generate", "tasks", "eval", "export", "demo")
 
 
 class CLIError(Exception):

@@ -30,6 +30,14 @@ def register(subparsers) -> None:
     p.add_argument("--sample-rate", type=int, default=24000, help="rendered audio rate (Hz)")
     p.set_defaults(func=_demo_corpus)
 
+    p = sub.add_parser("demo-tasks", help="task data from a demo corpus: Q&A, multi-section pieces, playlists")
+    p.add_argument("--corpus", required=True, help="a built demo corpus directory (its manifests and audio)")
+    p.add_argument("--out", required=True, help="output directory: {split}_qa/_segments/_playlist.jsonl, audio/")
+    p.add_argument("--seed", type=int, default=0, help="the task data is a deterministic function of it")
+    p.add_argument("--segments-per-clip", type=float, default=0.5, help="multi-section pieces per clip of a split")
+    p.add_argument("--playlists-per-clip", type=float, default=0.5, help="playlists per clip of a split")
+    p.set_defaults(func=_demo_tasks)
+
     p = sub.add_parser("shard", help="JSONL manifest -> WebDataset shards of codec codes")
     p.add_argument("manifest", help="JSONL: one {audio, text, ...} object per line")
     p.add_argument("--tokenizer", required=True, help="tokenizer directory (its codec encodes the audio)")
@@ -83,6 +91,13 @@ def _demo_corpus(args) -> None:
                                 clip_seconds=args.clip_seconds, sample_rate=args.sample_rate,
                                 captions_per_clip=args.captions_per_clip)  # fmt: skip
     print(json.dumps(summary, indent=2))
+
+
+def _demo_tasks(args) -> None:
+    from mmtok.demo.tasks import build_task_data
+
+    print(json.dumps(build_task_data(args.corpus, args.out, seed=args.seed, segments_per_clip=args.segments_per_clip,
+                                     playlists_per_clip=args.playlists_per_clip), indent=2))
 
 
 def _shard(args) -> None:

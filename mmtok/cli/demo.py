@@ -36,6 +36,9 @@ def register(sub) -> None:
                    help="length of the LR schedule (default: the config's train.max_steps, 2550 for demo_small)")
     p.add_argument("--steps-per-minute", type=float, default=d.steps_per_minute,
                    help="or size the schedule to the cap: train steps = train minutes x this rate")
+    p.add_argument("--no-tasks", dest="tasks", action="store_false",
+                   help="train and report captions and text -> music only, without question answering, "
+                        "time-stamped and playlist captions")
     p.add_argument("--prompt", default=d.generate_prompt, help="text prompt for the generated audio sample")
     p.add_argument("overrides", nargs="*", help="dotted training overrides, e.g. model.n_layers=4")
     p.set_defaults(func=run)
@@ -49,7 +52,8 @@ def demo_config(args) -> DemoConfig:
         codec=args.codec, codec_preset=args.codec_preset,
         codec_minutes=args.codec_minutes, bandwidth=args.bandwidth, n_codebooks=args.n_codebooks,
         vocab_size=args.vocab_size, loudness=args.loudness, config=args.config, train_minutes=args.train_minutes,
-        train_steps=args.train_steps, steps_per_minute=args.steps_per_minute, overrides=list(args.overrides), generate_prompt=args.prompt,
+        train_steps=args.train_steps, steps_per_minute=args.steps_per_minute, tasks=args.tasks, overrides=list(args.overrides),
+        generate_prompt=args.prompt,
     )
 
 

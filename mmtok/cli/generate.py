@@ -82,6 +82,11 @@ def register(subparsers) -> None:
                    help="caption the whole file in windows of this length instead of its start")
     p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="window step with --windows (default: the window length, no overlap)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--timestamps", action="store_true",
+                      help="a time-stamped caption per file (`0:00-0:05 ...`), its sections as JSON")
+    mode.add_argument("--playlist", action="store_true",
+                      help="one caption of all the files together (2 to 8 clips, each an equal share of the context)")
     add_caption_flags(p)
     p.set_defaults(func=run_caption)
 
@@ -121,7 +126,15 @@ def run_caption(args) -> int:
         raise CLIError("--hop needs --windows")
     if args.windows is not None and args.seconds is not None:
         raise CLIError("--seconds and --windows exclude each other")
+    if args.windows is not None and (args.timestamps or args.playlist):
+        raise CLIError("--windows excludes --timestamps and --playlist")
     check_audio_files(args.audio)
+    if args.playlist:
+        with user_errors():
+            captioner = Captioner.from_checkpoint(args.checkpoint, caption_config(args), device=args.device)
+            caption = captioner.caption_playlist(args.audio)
+        print(json.dumps({"audios": args.audio, "caption": caption}, ensure_ascii=False) if args.json else caption)
+        return 0
     # A file whose header reads but whose samples do not decode (truncated, corrupt frames, NaN)
     # is reported at the end; the other files' captions are still printed (exit status 2).
     failed = []
@@ -150,6 +163,11 @@ def run_caption(args) -> int:
                     failed.append(str(e))
             for i in range(0, len(encoded), args.batch_size):
                 paths, codes = zip(*encoded[i : i + args.batch_size])
+                if args.timestamps:  # JSON always: the sections are the answer
+                    for path, (text, segments) in zip(paths, captioner.timestamps_codes(list(codes))):
+                        print(json.dumps({"audio": path, "caption": text, "segments": segments}, ensure_ascii=False),
+                              flush=True)
+                    continue
                 for path, caption in zip(paths, captioner.caption_codes(list(codes))):
                     print(json.dumps({"audio": path, "caption": caption}, ensure_ascii=False) if args.json
                           else f"{path}\t{caption}", flush=True)

@@ -34,7 +34,7 @@ import torch
 from mmtok.data.batch import PackedBatch
 from mmtok.data.packing import Packer, collate_rows
 from mmtok.data.stream import ShardStream, StreamConfig, resolve_shards, resplit_streams
-from mmtok.data.templates import TemplateConfig, make_document, pick_caption
+from mmtok.data.templates import TemplateConfig, task_document
 
 STATE_VERSION = 1
 
@@ -111,9 +111,10 @@ class WorkerPipeline:
                 except StopIteration:
                     exhausted = True
                     break
-                caption = pick_caption(s.captions, self.rng, self.cfg.templates)
-                doc = make_document(self.tok, s.codes, caption, self.rng, self.cfg.templates, self.cfg.seq_len + 1)
-                self.packer.add(doc)
+                doc = task_document(self.tok, s.meta, s.clips, s.captions, self.rng, self.cfg.templates,
+                                    self.cfg.seq_len + 1)
+                if doc is not None:  # None: the task mix leaves this sample out
+                    self.packer.add(doc)
             if exhausted and not len(self.packer):
                 return  # finite stream: a last partial batch is dropped (like drop_last)
             rows.append(self.packer.pop_row())

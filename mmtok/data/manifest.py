@@ -5,6 +5,11 @@ directory) and `text` (the caption); every other field is carried into the shard
 An optional `references` (a string or a list of strings) holds more captions of the same clip, as
 AudioCaps and Clotho have 5 per clip: training draws one of text + references each time a clip is
 used (`TemplateConfig.use_references`), evaluation scores against them all.
+
+An optional `task` says what the item is for (`mmtok.data.tasks`): `qa` (with `qa`: question and
+answer turns), `segments` (with `segments`: time-stamped sections; `text`, a caption of the
+whole, may be left out) or `playlist` (with `audios`: 2 to 8 paths, and `text`). Without `task`
+an item is a caption item.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 from pathlib import Path
 
 from mmtok.atomic import write_text_atomic
+from mmtok.data.tasks import TaskItemError, check_item, format_segments, task_of
 
 
 class ManifestError(ValueError):
@@ -35,6 +41,19 @@ def read_manifest(path: str | Path) -> list[dict]:
                 raise ManifestError(f"{path}:{lineno}: not valid JSON ({e})") from None
             if not isinstance(item, dict):
                 raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(item).__name__}")
+            try:
+                check_item(item, f"{path}:{lineno}")
+            except TaskItemError as e:
+                raise ManifestError(str(e)) from None
+            task = task_of(item)
+            if task == "qa" and not isinstance(item.get("text"), str):
+                item["text"] = item["qa"][0]["a"]
+            if task == "segments" and not isinstance(item.get("text"), str):
+                item["text"] = format_segments(item["segments"])  # no caption of the whole: the sections'
+                item["global_caption"] = False
+            if task == "playlist":
+                item["audios"] = [_absolute(path, a) for a in item["audios"]]
+                item.setdefault("audio", item["audios"][0])
             for key in ("audio", "text"):
                 if not isinstance(item.get(key), str) or not item[key].strip():
                     raise ManifestError(f"{path}:{lineno}: missing or empty string field {key!r}")
@@ -43,10 +62,14 @@ def read_manifest(path: str | Path) -> list[dict]:
                     isinstance(refs, list) and all(isinstance(r, str) for r in refs))):
                 raise ManifestError(f"{path}:{lineno}: 'references' must be a string or a list of strings, "
                                     f"got {json.dumps(refs)[:80]}")
-            audio = Path(item["audio"]).expanduser()
-            item["audio"] = str(audio if audio.is_absolute() else (path.parent / audio).resolve())
+            item["audio"] = _absolute(path, item["audio"])
             items.append(item)
     return items
+
+
+def _absolute(manifest: Path, audio: str) -> str:
+    p = Path(audio).expanduser()
+    return str(p if p.is_absolute() else (manifest.parent / p).resolve())
 
 
 def captions_of(text: str, references=None) -> list[str]:

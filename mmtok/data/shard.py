@@ -9,6 +9,13 @@ Each sample is keyed without dots (WebDataset splits key and extension at the fi
                       source (the audio path) and every other manifest field
     <key>.scales.npy  float32 (S,) per-segment scales, only for codecs that have them
     <key>.flac        the source audio as FLAC, only with `include_audio`
+    <key>.codes1.npy ... the second, third, ... clip of a playlist item (`audios`), with
+                      `scales1.npy` ... where the codec has scales; the json's `playlist_clips` lists each
+                      clip's source, n_samples, duration, frames and gain (the first clip's are the
+                      top-level fields, as for any item)
+
+A segments item (`mmtok.data.tasks`) is checked against its audio's length here: a section that
+ends beyond the audio is reported as a skipped input naming the item.
 
 An item with `start_s` / `end_s` (seconds) is the clip between them inside a longer file: only
 that window is read (`read_window`) and encoded, without re-encoding or reading the whole file.
@@ -39,6 +46,7 @@ import torch
 from tqdm import tqdm
 
 from mmtok.data.manifest import read_manifest, write_jsonl
+from mmtok.data.tasks import check_segments, item_name, task_of
 from mmtok.tokenizer.audio_io import AudioSource
 from mmtok.tokenizer.multimodal import MultimodalTokenizer
 
@@ -100,6 +108,8 @@ def plan_shards(items: list[dict], frame_rate: float, n_codebooks: int, cfg: Sha
             window = clip_window(item)
             seconds = info.duration if window is None else max(0, (min(info.duration, window[1] or math.inf)
                                                                    - window[0]))  # fmt: skip
+            for extra in item.get("audios", [])[1:]:  # a playlist's other clips
+                seconds += sf.info(extra).duration
             est = math.ceil(seconds * frame_rate) * n_codebooks * 2 + 2048  # codes + headers
             if cfg.include_audio:
                 est += os.path.getsize(item["audio"])
@@ -119,6 +129,7 @@ def _plan_hash(items: list[dict], indices: list[int]) -> str:
     blob = json.dumps([[i, items[i]["audio"], items[i]["text"]]
                        + ([items[i].get("start_s"), items[i].get("end_s")]
                           if "start_s" in items[i] or "end_s" in items[i] else [])
+                       + ([items[i]["audios"]] if "audios" in items[i] else [])
                        for i in indices]).encode()  # fmt: skip
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -156,12 +167,10 @@ def check_audio(path: str, min_seconds: float, window: tuple[float, float | None
         raise ValueError(f"too short ({duration:.3f} s < {min_seconds} s)")
 
 
-def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, bytes]:
-    """One manifest item -> the tar members of its sample (raises on bad audio)."""
-    path = item["audio"]
+def encode_checked(tok, path: str, cfg: ShardConfig, window=None):
+    """The codes of one audio file (or of `window` inside it); raises ValueError on unusable audio."""
     if not os.path.exists(path):
         raise ValueError("audio file not found")
-    window = clip_window(item)
     check_audio(path, cfg.min_seconds, window)
     if window is None:
         codes = tok.encode_audio(path)
@@ -172,6 +181,22 @@ def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, byte
         raise ValueError("audio encodes to 0 frames")
     if codes.codes.max() > np.iinfo(np.int16).max:  # codes.npy is int16 (EnCodec: 1024 codes)
         raise ValueError(f"code {codes.codes.max()} does not fit the shards' int16 codes")
+    return codes
+
+
+def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, bytes]:
+    """One manifest item -> the tar members of its sample (raises on bad audio)."""
+    path = item["audio"]
+    window = clip_window(item)
+    codes = encode_checked(tok, path, cfg, window)
+    if task_of(item) == "segments":
+        check_segments(item["segments"], item_name(item), duration=codes.duration)
+    others = []  # a playlist's other clips, whole
+    for other in item["audios"][1:] if task_of(item) == "playlist" else []:
+        try:
+            others.append((other, encode_checked(tok, other, cfg)))
+        except ValueError as e:
+            raise ValueError(f"playlist clip {other}: {e}") from None
     extra = {k: v for k, v in item.items() if k not in ("audio", "text")}
     meta = {
         **extra,
@@ -187,6 +212,10 @@ def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, byte
         "gain_db": round(codes.gain_db, 4),  # the tokenizer's loudness rule's gain for this item
         "layout_hash": tok.layout.hash,
     }
+    if others:  # the first clip's facts are the top-level ones, as for any item
+        meta["playlist_clips"] = [{"source": p, "n_samples": c.n_samples, "duration": round(c.duration, 6),
+                                   "frames": c.n_frames, "gain_db": round(c.gain_db, 4)}
+                                  for p, c in [(path, codes), *others]]  # fmt: skip
     members = {
         f"{key}.codes.npy": _npy(codes.codes.astype(np.int16)),
         f"{key}.txt": item["text"].encode(),
@@ -194,6 +223,10 @@ def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, byte
     }
     if codes.scales is not None:
         members[f"{key}.scales.npy"] = _npy(codes.scales.astype(np.float32))
+    for n, (_, c) in enumerate(others, 1):
+        members[f"{key}.codes{n}.npy"] = _npy(c.codes.astype(np.int16))
+        if c.scales is not None:
+            members[f"{key}.scales{n}.npy"] = _npy(c.scales.astype(np.float32))
     if cfg.include_audio:
         if path.lower().endswith(".flac") and window is None:
             members[f"{key}.flac"] = Path(path).read_bytes()
@@ -201,6 +234,7 @@ def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, byte
             if window is None:
                 wav, sr = sf.read(path, dtype="float32", always_2d=True)
             else:
+                wav, sr = read_window(path, window)
                 wav = wav.T  # the clip, (n, channels)
             buf = io.BytesIO()
             sf.write(buf, wav, sr, format="FLAC", subtype="PCM_16")

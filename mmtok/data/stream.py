@@ -26,7 +26,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,12 @@ class Sample:
     codes: AudioCodes
     text: str
     meta: dict  # the shard's json (manifest fields, duration, codec, ...)
+    more: list[AudioCodes] = field(default_factory=list)  # a playlist's 2nd, 3rd, ... clips (codes1.npy, ...)
+
+    @property
+    def clips(self) -> list[AudioCodes]:
+        """Every clip of the sample: one, or a playlist's 2 to 8."""
+        return [self.codes, *self.more]
 
     @property
     def captions(self) -> list[str]:
@@ -76,16 +82,22 @@ class Sample:
 
     def to_state(self) -> dict:
         c = self.codes
-        return {"key": self.key, "url": self.url, "codes": c.codes.astype(np.int16),
-                "n_samples": c.n_samples, "sample_rate": c.sample_rate, "codec": c.codec, "scales": c.scales,
-                "frames_per_segment": c.frames_per_segment, "text": self.text,
-                "meta": json.dumps(self.meta)}  # fmt: skip
+        state = {"key": self.key, "url": self.url, "codes": c.codes.astype(np.int16),
+                 "n_samples": c.n_samples, "sample_rate": c.sample_rate, "codec": c.codec, "scales": c.scales,
+                 "frames_per_segment": c.frames_per_segment, "text": self.text,
+                 "meta": json.dumps(self.meta)}  # fmt: skip
+        if self.more:  # only playlists carry more clips; other samples' state has no `more`
+            state["more"] = [{"codes": m.codes.astype(np.int16), "n_samples": m.n_samples, "scales": m.scales}
+                             for m in self.more]
+        return state
 
     @classmethod
     def from_state(cls, s: dict) -> Sample:
         codes = AudioCodes(s["codes"], s["n_samples"], s["sample_rate"], s["codec"], s["scales"],
                            s["frames_per_segment"])  # fmt: skip
-        return cls(s["key"], s["url"], codes, s["text"], json.loads(s["meta"]))
+        more = [AudioCodes(m["codes"], m["n_samples"], s["sample_rate"], s["codec"], m["scales"], s["frames_per_segment"])
+                for m in s.get("more", [])]  # fmt: skip
+        return cls(s["key"], s["url"], codes, s["text"], json.loads(s["meta"]), more)
 
 
 def decode_sample(raw: dict, layout_hash: str | None = None) -> Sample:
@@ -110,7 +122,19 @@ def decode_sample(raw: dict, layout_hash: str | None = None) -> Sample:
         )
     ac = AudioCodes(codes.astype(np.int64), int(meta["n_samples"]), int(meta["sample_rate"]), meta["codec"],
                     scales, meta.get("frames_per_segment"))  # fmt: skip
-    return Sample(raw["__key__"], raw.get("__url__", ""), ac, text, meta)
+    more = []  # a playlist's other clips: codes1.npy, codes2.npy, ... (other samples have none)
+    clips = meta.get("playlist_clips") if meta.get("task") == "playlist" else None
+    for n, clip in enumerate((clips or [])[1:], 1):  # the first entry is codes.npy itself
+        try:
+            c = np.load(io.BytesIO(raw[f"codes{n}.npy"]), allow_pickle=False)
+            sc = np.load(io.BytesIO(raw[f"scales{n}.npy"]), allow_pickle=False) if f"scales{n}.npy" in raw else None
+        except Exception as e:
+            raise CorruptSampleError(f"{where}: playlist clip {n} ({type(e).__name__}: {e})") from None
+        if c.ndim != 2 or c.shape[1] == 0 or c.min() < 0:
+            raise CorruptSampleError(f"{where}: codes{n}.npy has shape {c.shape}, expected (K, T>0) of codes >= 0")
+        more.append(AudioCodes(c.astype(np.int64), int(clip["n_samples"]), ac.sample_rate, ac.codec, sc,
+                               ac.frames_per_segment))  # fmt: skip
+    return Sample(raw["__key__"], raw.get("__url__", ""), ac, text, meta, more)
 
 
 def iter_shard(url: str, skip: int, on_error) -> Iterator[dict]:
@@ -193,19 +217,24 @@ class ShardStream:
         self.corrupt += 1
         log.warning("skipping corrupt data: %s", message)
 
+    def _decoded(self, url: str) -> Iterator[Sample]:
+        """The samples of shard `url` from `sample_pos` on, advancing `sample_pos`; a corrupt
+        sample is reported and skipped."""
+        for raw in iter_shard(url, self.sample_pos, self._on_error):
+            self.sample_pos += 1
+            try:
+                sample = decode_sample(raw, self.layout_hash)
+            except CorruptSampleError as e:
+                self._on_error(str(e))
+                continue
+            yield sample
+
     def _read_pieces(self) -> Iterator[Sample]:
         """The shard pieces handed over by a re-split (sample_pos: the position in the current one)."""
         while self.piece_pos < len(self.pieces):
             idx, skip = self.pieces[self.piece_pos]
             self.sample_pos = max(self.sample_pos, skip)
-            for raw in iter_shard(self.urls[idx], self.sample_pos, self._on_error):
-                self.sample_pos += 1
-                try:
-                    sample = decode_sample(raw, self.layout_hash)
-                except CorruptSampleError as e:
-                    self._on_error(str(e))
-                    continue
-                yield sample
+            yield from self._decoded(self.urls[idx])
             self.piece_pos, self.sample_pos = self.piece_pos + 1, 0
         self.pieces, self.piece_pos = [], 0
 
@@ -224,13 +253,7 @@ class ShardStream:
                     self.epoch, self.shard_pos, self.sample_pos, self.epoch_read, self.epoch_decoded = self.epoch + 1, 0, 0, 0, 0
                     continue
                 url = shards[self.shard_pos]
-            for raw in iter_shard(url, self.sample_pos, self._on_error):
-                self.sample_pos += 1
-                try:
-                    sample = decode_sample(raw, self.layout_hash)
-                except CorruptSampleError as e:
-                    self._on_error(str(e))
-                    continue
+            for sample in self._decoded(url):
                 self.epoch_decoded += 1
                 slot = (self.epoch_decoded - 1) % (self.world * self.workers)
                 if self.cfg.split_by == "sample" and slot != self.rank * self.workers + self.worker:

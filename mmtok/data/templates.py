@@ -7,6 +7,15 @@ Four templates, AnyGPT-style, each opened by a task token so the model knows wha
     text      <bos> <task_text> caption <eos>                                       target: caption <eos>
     audio     <bos> <task_audio> <soa> audio <eoa> <eos>                            target: audio <eoa> <eos>
 
+Items of the other tasks (`mmtok.data.tasks`) make their own documents:
+
+    qa        <bos> <task_qa> <soa> audio <eoa> q1 <sep> a1 <eos> q2 <sep> a2 <eos> ...  target: each answer <eos>
+    segments  <bos> <task_segments> <soa> audio <eoa> 0:00-0:05 text. 0:05-0:09 text. <eos>  target: the stamped text <eos>
+    playlist  <bos> <task_playlist> <soa> clip1 <eoa> ... <soa> clipN <eoa> caption <eos>   target: caption <eos>
+
+A caption item (no `task`) draws its template with the same random numbers whatever the task
+settings, so a data set of caption items gives the same documents under any task mix.
+
 The same builders make the inference prompts (`caption_prompt_ids`, `generate_prompt_ids`), so
 training and generation cannot drift apart. The text and audio templates are the unconditional
 twins of those two (a caption with no audio, audio with no caption): classifier-free guidance
@@ -17,11 +26,13 @@ per-segment scales (encodec_48khz) on segment boundaries, whole segments with th
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from mmtok.data.tasks import format_segments, shift_segments
 from mmtok.tokenizer.codes import (
     SCALE_BYTES,
     AudioCodes,
@@ -31,9 +42,22 @@ from mmtok.tokenizer.codes import (
     segment_starts,
     segment_stride,
 )
-from mmtok.tokenizer.layout import TASK_AUDIO, TASK_CAPTION, TASK_GENERATE, TASK_TEXT
+from mmtok.tokenizer.layout import (
+    SEP,
+    TASK_AUDIO,
+    TASK_CAPTION,
+    TASK_GENERATE,
+    TASK_PLAYLIST,
+    TASK_QA,
+    TASK_SEGMENTS,
+    TASK_TEXT,
+)
 
 TEMPLATES = ("caption", "generate", "text", "audio")
+TASK_TEMPLATES = ("qa", "segments", "playlist")  # each made only from items of its task
+TASK_TOKENS = {"qa": (TASK_QA, SEP), "segments": (TASK_SEGMENTS,), "playlist": (TASK_PLAYLIST,)}
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
 
 # Instruction wording varies (AnyGPT's instruction lists), so the model keys on the task token and
 # the audio, not on one sentence. An instruction is optional: `instruction=None` leaves it out.
@@ -76,10 +100,23 @@ class TemplateConfig:
     #                              captions drawn at random each time; False = its `text` only
     min_audio_share: float = 1.0  # augmentation: each use of a clip keeps a random window of at
     #                               least this share of its frames (1.0: all of it that fits the row)
+    # The task mix. Items of a task are what the data holds; these only act on such items, so a
+    # data set of caption items trains the same whatever they are.
+    p_segments: float = 1.0  # weight of the segments template beside the four above, for segments items
+    #                          with a caption of the whole (those without use only it)
+    mix_caption: float = 1.0  # chance that an item of each task is used when the stream reads it
+    mix_qa: float = 1.0  #        (1: always, no random number drawn; 0: never): the share of each
+    mix_segments: float = 1.0  #  task's items in training. qa and playlist items use their own
+    mix_playlist: float = 1.0  #  template only
 
     def __post_init__(self):
         if not 0.0 < self.min_audio_share <= 1.0:
             raise ValueError(f"min_audio_share must be in (0, 1], got {self.min_audio_share}")
+        if self.p_segments < 0:
+            raise ValueError(f"p_segments must be >= 0, got {self.p_segments}")
+        for name in ("mix_caption", "mix_qa", "mix_segments", "mix_playlist"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     def probabilities(self) -> np.ndarray:
         p = np.array([self.p_caption, self.p_generate, self.p_text, self.p_audio], dtype=np.float64)
@@ -130,6 +167,45 @@ def audio_prompt_ids(tok) -> list[int]:
     """`<bos> <task_audio> <soa>` (the audio template up to its first audio id); the model then
     writes audio that no caption conditions."""
     return _task(tok, TASK_AUDIO) + [tok.layout.soa_id]
+
+
+def _check_audio_ids(tok, audio_ids) -> list[int]:
+    audio_ids = [int(i) for i in audio_ids]
+    if not audio_ids or audio_ids[0] != tok.layout.soa_id or audio_ids[-1] != tok.layout.eoa_id:
+        raise ValueError("audio_ids must be `<soa> ... <eoa>` as tok.codes_to_ids returns")
+    return audio_ids
+
+
+def qa_head_ids(tok, audio_ids) -> list[int]:
+    """`<bos> <task_qa> <soa> audio <eoa>`: the part every question about one clip shares."""
+    tok.layout.require_specials((TASK_QA, SEP), "question answering")
+    return _task(tok, TASK_QA) + _check_audio_ids(tok, audio_ids)
+
+
+def question_ids(tok, question: str) -> list[int]:
+    """`question <sep>`: after it the model writes the answer, then <eos>."""
+    ids = tok.encode_text(" ".join(question.split()))
+    if not ids:
+        raise ValueError("a question needs some text")
+    return ids + [tok.layout.id_of(SEP)]
+
+
+def qa_prompt_ids(tok, audio_ids, question: str) -> list[int]:
+    """`<bos> <task_qa> <soa> audio <eoa> question <sep>`; the model then writes answer <eos>."""
+    return qa_head_ids(tok, audio_ids) + question_ids(tok, question)
+
+
+def segments_prompt_ids(tok, audio_ids) -> list[int]:
+    """`<bos> <task_segments> <soa> audio <eoa>`; the model then writes `0:00-0:05 text. ...` <eos>."""
+    tok.layout.require_specials((TASK_SEGMENTS,), "time-stamped captions")
+    return _task(tok, TASK_SEGMENTS) + _check_audio_ids(tok, audio_ids)
+
+
+def playlist_prompt_ids(tok, clips_ids) -> list[int]:
+    """`<bos> <task_playlist> <soa> clip1 <eoa> ... <soa> clipN <eoa>`; the model then writes the
+    set's caption <eos>."""
+    tok.layout.require_specials((TASK_PLAYLIST,), "playlist captions")
+    return _task(tok, TASK_PLAYLIST) + [i for ids in clips_ids for i in _check_audio_ids(tok, ids)]
 
 
 # ---- cropping -----------------------------------------------------------------------------------
@@ -239,10 +315,11 @@ def pick_caption(captions: list[str], rng: np.random.Generator, cfg: TemplateCon
 
 
 def make_document(tok, codes: AudioCodes, caption: str, rng: np.random.Generator,
-                  cfg: TemplateConfig, max_tokens: int) -> Document:
-    """One document from one sample, template drawn from `cfg`; at most `max_tokens` ids unless
-    the caption alone is longer (the packer then splits it, see packing.py)."""
-    template = TEMPLATES[int(rng.choice(len(TEMPLATES), p=cfg.probabilities()))]
+                  cfg: TemplateConfig, max_tokens: int, template: str | None = None) -> Document:
+    """One document from one sample, template drawn from `cfg` (or the one given); at most
+    `max_tokens` ids unless the caption alone is longer (the packer then splits it, see packing.py)."""
+    if template is None:
+        template = TEMPLATES[int(rng.choice(len(TEMPLATES), p=cfg.probabilities()))]
     eos = [tok.layout.eos_id]
     use_instruction = rng.random() < cfg.p_instruction
     if template == "caption":
@@ -266,3 +343,111 @@ def make_document(tok, codes: AudioCodes, caption: str, rng: np.random.Generator
     loss = np.zeros(len(ids), dtype=bool)
     loss[len(prompt) if cfg.loss_on_target_only else 1 :] = True
     return Document(ids, loss, template)
+
+
+def _document(prompt: list[int], target: list[int], loss_spans, cfg: TemplateConfig, template: str) -> Document:
+    """prompt + target; `loss_spans`: (start, stop) ranges of `target` that carry loss."""
+    ids = np.asarray(prompt + target, dtype=np.int64)
+    loss = np.zeros(len(ids), dtype=bool)
+    if cfg.loss_on_target_only:
+        for a, b in loss_spans:
+            loss[len(prompt) + a : len(prompt) + b] = True
+    else:
+        loss[1:] = True
+    return Document(ids, loss, template)
+
+
+def qa_document(tok, codes: AudioCodes, turns: list[dict], rng: np.random.Generator, cfg: TemplateConfig,
+                max_tokens: int) -> Document:
+    """`<bos> <task_qa> <soa> audio <eoa>` then the turns, in a random order, `q <sep> a <eos>` each;
+    loss on the answers and their <eos>. Turns are kept while their text takes at most half the
+    row (at least one); the audio gets the rest."""
+    head = _task(tok, TASK_QA)
+    tok.layout.require_specials((TASK_QA, SEP), "question answering")
+    order = rng.permutation(len(turns)) if len(turns) > 1 else [0]
+    text, spans = [], []
+    for j in order:
+        q = question_ids(tok, turns[int(j)]["q"])
+        a = tok.encode_text(turns[int(j)]["a"]) + [tok.layout.eos_id]
+        if text and len(text) + len(q) + len(a) > max_tokens // 2:
+            break
+        spans.append((len(text) + len(q), len(text) + len(q) + len(a)))
+        text += q + a
+    audio = fit_audio(tok, codes, max_tokens - len(head) - len(text), rng, cfg.min_audio_share)
+    prompt = head + audio
+    return _document(prompt, text, spans, cfg, "qa")
+
+
+def segments_document(tok, codes: AudioCodes, segments: list[dict], rng: np.random.Generator, cfg: TemplateConfig,
+                      max_tokens: int) -> Document:
+    """`<bos> <task_segments> <soa> audio <eoa> 0:00-0:05 text. ... <eos>`; loss on the stamped text.
+    Audio longer than the row is cropped at a whole second (at 0 for codes with per-segment scales)
+    and the sections re-timed to the crop, so the stamps stay true."""
+    head = _task(tok, TASK_SEGMENTS)
+    tok.layout.require_specials((TASK_SEGMENTS,), "time-stamped captions")
+    eos = [tok.layout.eos_id]
+    reserve = len(tok.encode_text(format_segments(segments))) + len(eos)
+    fit = max(1, frames_that_fit(tok, max_tokens - len(head) - reserve))
+    fr, hop = tok.frame_rate, tok.config.hop
+    if codes.n_frames > fit:
+        start = 0
+        if codes.scales is None:
+            last_second = int((codes.n_frames - fit) / fr)
+            start = min(codes.n_frames - fit, round(int(rng.integers(last_second + 1)) * fr))
+        crop = crop_codes(codes, start, fit, hop)
+        shifted = shift_segments(segments, start * hop / codes.sample_rate,
+                                 start * hop / codes.sample_rate + crop.n_samples / codes.sample_rate)
+        codes, segments = crop, shifted or segments[:1]
+    prompt = head + tok.codes_to_ids(codes)
+    target = tok.encode_text(format_segments(segments)) + eos
+    return _document(prompt, target, [(0, len(target))], cfg, "segments")
+
+
+def playlist_document(tok, clips: list[AudioCodes], caption: str, rng: np.random.Generator, cfg: TemplateConfig,
+                      max_tokens: int) -> Document:
+    """`<bos> <task_playlist> <soa> clip <eoa> ... caption <eos>`; loss on the caption. The row's
+    audio budget is shared equally by the clips, each cropped (at random) to its share."""
+    head = _task(tok, TASK_PLAYLIST)
+    tok.layout.require_specials((TASK_PLAYLIST,), "playlist captions")
+    target = tok.encode_text(caption) + [tok.layout.eos_id]
+    share = (max_tokens - len(head) - len(target)) // len(clips)
+    audio = [i for c in clips for i in fit_audio(tok, c, share, rng, cfg.min_audio_share)]
+    return _document(head + audio, target, [(0, len(target))], cfg, "playlist")
+
+
+def task_document(tok, meta: dict, clips: list[AudioCodes], captions: list[str], rng: np.random.Generator,
+                  cfg: TemplateConfig, max_tokens: int) -> Document | None:
+    """The document one sample makes, by its task (`meta["task"]`; none: a caption item), or None
+    when the task mix leaves the sample out. A caption item draws its caption
+    (`pick_caption`), then `make_document`, with no other random number."""
+    task = meta.get("task") or "caption"
+    if task in TASK_TOKENS and not all(t in tok.layout.special_tokens for t in TASK_TOKENS[task]):
+        # A layout without the task's tokens: the item trains as a caption item.
+        if task not in _WARNED:
+            _WARNED.add(task)
+            log.warning("%s items train as caption items: this tokenizer's layout (%s) has no %s; rebuild "
+                        "the tokenizer to train the task", task, tok.layout.hash, " ".join(TASK_TOKENS[task]))
+        task = "caption"
+    keep = getattr(cfg, f"mix_{task}", None)
+    if keep is None:
+        raise ValueError(f"sample of unknown task {task!r}")
+    if keep < 1.0 and rng.random() >= keep:
+        return None
+    if task == "caption":
+        return make_document(tok, clips[0], pick_caption(captions, rng, cfg), rng, cfg, max_tokens)
+    if task == "qa":
+        return qa_document(tok, clips[0], meta["qa"], rng, cfg, max_tokens)
+    if task == "playlist":
+        return playlist_document(tok, clips, pick_caption(captions, rng, cfg), rng, cfg, max_tokens)
+    # segments: the stamped sections, or (with a caption of the whole) one of the four templates
+    if meta.get("global_caption", True):
+        p = np.array([cfg.p_caption, cfg.p_generate, cfg.p_text, cfg.p_audio, cfg.p_segments], dtype=np.float64)
+        if p.sum() <= 0:
+            return None
+        choice = int(rng.choice(len(p), p=p / p.sum()))
+        if choice < len(TEMPLATES):
+            return make_document(tok, clips[0], pick_caption(captions, rng, cfg), rng, cfg, max_tokens,
+                                 template=TEMPLATES[choice])
+    elif cfg.p_segments <= 0:
+        return None
+    return segments_document(tok, clips[0], meta["segments"], rng, cfg, max_tokens)

@@ -7,11 +7,14 @@ bigger corpus and config is what runs on a cluster.
 
     OUT/corpus/      demo corpus: audio/, {train,valid,test}.jsonl, captions.txt
     OUT/codec/       fitted codec (only when pretrained EnCodec weights are not available)
+    OUT/tasks/       the other tasks' data from the corpus's facts: {split}_{qa,segments,playlist}.jsonl,
+                     audio/ (joined multi-section pieces), captions.txt, train_mixed.jsonl
     OUT/tokenizer/   the tokenizer the model is trained with
     OUT/shards/      WebDataset shards: train-*.tar, valid-*.tar, test-*.tar, shards.jsonl
     OUT/train/       checkpoints/ (the final one is what `mmtok caption/eval --checkpoint` take),
                      metrics.jsonl, wandb/ (offline run files)
-    OUT/eval/        eval.json, eval.md: captions of the unseen test clips and their scores
+    OUT/eval/        eval.json, eval.md: captions of the unseen test clips and their scores;
+                     ood_m30/m20/m10.*: the held-out collections; tasks.json, tasks.md: every task
     OUT/report/      results.md, results.json, loss_curves.png, generated.wav
 """
 
@@ -23,16 +26,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mmtok.atomic import write_text_atomic
 from mmtok.codec.fit import PRESETS as CODEC_PRESETS
 from mmtok.codec.fit import fit_codec
 from mmtok.config import load_config
+from mmtok.data.manifest import read_manifest, write_jsonl
 from mmtok.data.shard import shard_manifest
-from mmtok.demo.attributes import DEMO_GRAMMAR
+from mmtok.demo.attributes import DEMO_GRAMMAR, DEMO_TASK_GRAMMARS
 from mmtok.demo.corpus import CAPTIONS_PER_CLIP, CORPUS_VERSION, OOD, build_demo_corpus, corpus_size, ood_conditions
 from mmtok.demo.report import write_demo_report
+from mmtok.demo.tasks import build_task_data
 from mmtok.eval.evaluate import evaluate
 from mmtok.eval.report import write_report
+from mmtok.eval.tasks import evaluate_tasks, write_tasks_report
 from mmtok.generate.captioner import Captioner
 from mmtok.tokenizer.codec import pretrained_available
 from mmtok.tokenizer.loudness import LoudnessRule
@@ -40,7 +48,13 @@ from mmtok.tokenizer.multimodal import MultimodalTokenizer
 from mmtok.training.evals import default_evals
 from mmtok.training.loop import train
 
-STAGES = ("corpus", "codec", "tokenizer", "shards", "train", "eval", "report")
+# "tasks" comes after "codec" (which does not depend on it), so switching the tasks on or off
+# never refits the codec.
+STAGES = ("corpus", "codec", "tasks", "tokenizer", "shards", "train", "eval", "report")
+# The task data's size per train clip (mmtok.demo.tasks.build_task_data): with the preset's
+# mix_qa 0.5, about half the documents of an epoch are single-clip caption items.
+TASK_DATA = {"segments_per_clip": 0.25, "playlists_per_clip": 0.25}
+TASK_EVAL_LIMIT = 100  # test items per task (retrieval: clips) the demo's task evaluation scores
 @dataclass
 class DemoConfig:
     out: str = "runs/demo"  # everything lands under this directory
@@ -70,6 +84,8 @@ class DemoConfig:
     #   measures a machine's rate)
     steps_per_minute: float | None = None  # or size the schedule to the cap: train steps =
     #   train_minutes x this rate (None or 0: not used)
+    tasks: bool = True  # also train question answering, time-stamped and playlist captions beside
+    #   captions and text -> music (the mix: the preset's data.templates.mix_*), and report on them
     overrides: list[str] = field(default_factory=list)  # extra dotted overrides for training
     generate_prompt: str = "a slow piano piece in D minor, in 3/4"  # text for the generated sample
     generate_seconds: float = 4.0  # length of the generated sample
@@ -127,11 +143,19 @@ class DemoPipeline:
         # directory may be moved or reached from another one later. The tokenizer finds it in OUT.
         return {"codec": "fit"}
 
+    def tasks(self) -> dict:
+        """Q&A, joined multi-section pieces and playlists from the corpus's facts, per split."""
+        if not self.cfg.tasks:
+            return {"tasks": False}
+        return build_task_data(self.path("corpus"), self.path("tasks"), seed=self.cfg.seed, **TASK_DATA)
+
     def tokenizer(self) -> dict:
         codec = self._result("codec")["codec"]
         codec = str(self.path("codec")) if codec == "fit" else codec
+        # The tasks' captions.txt holds the corpus's and every text of the train task items.
+        texts = self.path("tasks" if self.cfg.tasks else "corpus", "captions.txt")
         tok = MultimodalTokenizer.build(
-            text_files=[self.path("corpus", "captions.txt")], codec=codec, out=self.path("tokenizer"),
+            text_files=[texts], codec=codec, out=self.path("tokenizer"),
             bandwidth=self.cfg.bandwidth, vocab_size=self.cfg.vocab_size, n_codebooks=self.cfg.n_codebooks,
             overwrite=True, loudness=self.cfg.loudness,
         )
@@ -139,11 +163,22 @@ class DemoPipeline:
                 "frame_rate": tok.frame_rate, "n_codebooks": tok.layout.n_codebooks}
 
     def shards(self) -> dict:
-        return {
-            split: shard_manifest(self.path("corpus", f"{split}.jsonl"), self.path("tokenizer"), self.path("shards"),
-                                  split=split)
-            for split in ("train", "valid", "test")
-        }
+        manifests = {split: self.path("corpus", f"{split}.jsonl") for split in ("train", "valid", "test")}
+        if self.cfg.tasks:  # validation and test stay the caption clips: their losses compare across runs
+            manifests["train"] = self.mixed_train_manifest()
+        return {split: shard_manifest(m, self.path("tokenizer"), self.path("shards"), split=split)
+                for split, m in manifests.items()}
+
+    def mixed_train_manifest(self) -> Path:
+        """The train caption items and the train task items in one seeded order, so every shard
+        holds a mix of the tasks."""
+        items = read_manifest(self.path("corpus", "train.jsonl"))
+        for task in ("qa", "segments", "playlist"):
+            items += read_manifest(self.path("tasks", f"train_{task}.jsonl"))
+        order = np.random.default_rng([self.cfg.seed, 23]).permutation(len(items))
+        path = self.path("tasks", "train_mixed.jsonl")
+        write_jsonl(path, [items[int(i)] for i in order])
+        return path
 
     def train(self) -> dict:
         cfg = load_config(self.cfg.config, self.train_overrides())
@@ -199,6 +234,13 @@ class DemoPipeline:
             if manifest.is_file() and manifest.stat().st_size:  # corpora without held-out pieces have none
                 ood = evaluate(captioner, manifest, attributes=DEMO_GRAMMAR)
                 written[f"{OOD}{suffix}"] = str(write_report(self.path("eval"), ood, stem=f"{OOD}{suffix}")[0])
+        if self.cfg.tasks:
+            test = self.path("corpus", "test.jsonl")
+            tasks = evaluate_tasks(captioner, qa=self.path("tasks", "test_qa.jsonl"),
+                                   segments=self.path("tasks", "test_segments.jsonl"),
+                                   playlist=self.path("tasks", "test_playlist.jsonl"), retrieval=test, music=test,
+                                   grammars=DEMO_TASK_GRAMMARS, limit=TASK_EVAL_LIMIT)
+            written["tasks"] = str(write_tasks_report(self.path("eval"), tasks)[0])
         return written
 
     def report(self) -> dict:
@@ -218,6 +260,7 @@ class DemoPipeline:
         params = {
             "corpus": {"size": c.size, "seed": c.seed, "version": CORPUS_VERSION} | self.corpus_knobs(),
             "codec": {"codec": c.codec, "preset": c.codec_preset, "minutes": c.codec_minutes, "seed": c.seed},
+            "tasks": {"tasks": c.tasks, "seed": c.seed, **TASK_DATA},
             "tokenizer": {"bandwidth": c.bandwidth, "n_codebooks": c.n_codebooks, "vocab_size": c.vocab_size,
                           "loudness": c.loudness},
             "shards": {},

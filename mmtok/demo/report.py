@@ -10,6 +10,7 @@ from mmtok.atomic import atomic_path, write_text_atomic
 from mmtok.checkpoint import load_for_inference
 from mmtok.demo.corpus import OOD, ood_conditions
 from mmtok.eval.report import markdown_report
+from mmtok.eval.tasks import markdown_tasks
 from mmtok.generate.music import generate_music, write_wav
 
 N_SAMPLE_CAPTIONS = 8  # caption/reference pairs shown in the printed table
@@ -146,6 +147,21 @@ def read_conditions(eval_dir: Path) -> dict[str, dict]:
     return out
 
 
+def task_headlines(tasks: dict) -> dict:
+    """The measures of the task report (eval/tasks.json) without its per-item lists."""
+    keep = {"qa": ("n_items", "n_questions", "exact_match", "exact_match_by_type", "attributes_by_type", "answer_metrics"),
+            "segments": ("items", "sections_right", "boundary_mae_s", "boundary_mae_s_count_right", "unparsed",
+                         "baseline", "section_attributes", "section_caption_metrics"),
+            "playlist": ("n_playlists", "caption_metrics", "set_attributes"),
+            "retrieval": ("seconds_per_clip",),
+            "music": ("n", "seconds", "round_trip_attributes")}
+    out = {part: {k: tasks[part][k] for k in names if k in tasks[part]} for part, names in keep.items() if part in tasks}
+    if "directions" in tasks.get("retrieval", {}):
+        out["retrieval"]["directions"] = {d: {"metrics": r["metrics"], "random": r["random"]}
+                                          for d, r in tasks["retrieval"]["directions"].items()}
+    return out
+
+
 def summary_table(eval_report: dict) -> str:
     """The plain-text table printed at the end of `mmtok demo`."""
     rows = ["", "caption metrics:"]
@@ -178,10 +194,15 @@ def write_demo_report(pipeline) -> dict:
     generalization = {label: {"n": r.get("n_captions"), "attributes": r.get("attributes", {}),
                               "caption_metrics": r.get("caption_metrics", {})} for label, r in conditions.items()}
     results = {"demo_config": config, "generated": generated, **eval_report, "generalization": generalization}
+    markdown = results_markdown(eval_report, generated, config, pipeline.corpus_knobs(), generalization_table(conditions))
+    tasks_path = pipeline.path("eval", "tasks.json")
+    if pipeline.cfg.tasks and tasks_path.is_file():  # the demo trained the other tasks too
+        tasks = json.loads(tasks_path.read_text())
+        results["tasks"] = task_headlines(tasks)
+        markdown += "\n# Other tasks (unseen test pieces)\n\n" + "\n".join(markdown_tasks(tasks).splitlines()[1:]) + "\n"
     write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_text_atomic(out / "results.md", markdown)
     table = generalization_table(conditions)
-    write_text_atomic(out / "results.md", results_markdown(eval_report, generated, config, pipeline.corpus_knobs(),
-                                                           table))
     print(summary_table(eval_report) + "\nattribute accuracy (majority baseline) by condition:\n" + table, flush=True)
     print(f"\n[demo] report: {out / 'results.md'}", flush=True)
     return {"report": str(out), "generated_seconds": generated["seconds"]}

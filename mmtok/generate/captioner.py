@@ -26,7 +26,15 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from mmtok.checkpoint import load_for_inference, resolve_checkpoint
-from mmtok.data.templates import caption_prompt_ids, crop_codes, frames_that_fit, text_prompt_ids
+from mmtok.data.tasks import PLAYLIST_SIZE, parse_segments
+from mmtok.data.templates import (
+    caption_prompt_ids,
+    crop_codes,
+    frames_that_fit,
+    playlist_prompt_ids,
+    segments_prompt_ids,
+    text_prompt_ids,
+)
 from mmtok.generate.constraints import TextConstraint
 from mmtok.generate.engine import generate
 from mmtok.generate.sampling import GenerationConfig
@@ -39,6 +47,8 @@ from mmtok.tokenizer.codes import (
     segment_stride,
 )
 from mmtok.tokenizer.layout import LayoutMismatchError
+
+MIN_PLAYLIST_SECONDS = 0.5  # a playlist whose clips would each get less audio than this is refused
 
 
 @dataclass
@@ -165,8 +175,70 @@ class Captioner:
 
     def caption_codes(self, codes: Sequence[AudioCodes]) -> list[str]:
         """Captions of already-encoded audio (cropped by the caller to fit the context)."""
+        return self.texts(self.generate_ids(codes))
+
+    def texts(self, outputs: Sequence[Sequence[int]]) -> list[str]:
+        """Generated ids -> strings (the closing <eos> dropped)."""
         eos = self.tokenizer.layout.eos_id
-        return [self.tokenizer.decode_text([i for i in ids if i != eos]).strip() for ids in self.generate_ids(codes)]
+        return [self.tokenizer.decode_text([i for i in ids if i != eos]).strip() for ids in outputs]
+
+    @torch.no_grad()
+    def generate_text(self, prompts: Sequence[list[int]]) -> list[str]:
+        """Text written after each prompt (batched; guided by the text template when cfg_coef != 1)."""
+        out: list[list[int]] = []
+        for i in range(0, len(prompts), self.config.batch_size):
+            batch = list(prompts[i : i + self.config.batch_size])
+            out += generate(self.model, batch, self.config.generation, constraint=self.constraint,
+                            pad_id=self.tokenizer.layout.pad_id,
+                            uncond_prompts=[text_prompt_ids(self.tokenizer)] * len(batch))
+        return self.texts(out)
+
+    # ---- time-stamped captions and playlists ----------------------------------------------------
+    def timestamps_codes(self, codes: Sequence[AudioCodes]) -> list[tuple[str, list[dict]]]:
+        """(stamped caption, its sections [{start_s, end_s, text}]) of already-encoded audio."""
+        tok = self.tokenizer
+        texts = self.generate_text([segments_prompt_ids(tok, tok.codes_to_ids(c)) for c in codes])
+        return [(t, parse_segments(t)) for t in texts]
+
+    def caption_timestamps(self, audio, sample_rate: int | None = None) -> list[dict]:
+        """The sections of one input as the model stamps them: [{start_s, end_s, text}] (its first
+        seconds that fit, as `__call__`). `0:00-0:05 ...` text is parsed by `parse_segments`."""
+        return self.timestamps_codes([self.encode(audio, sample_rate)])[0][1]
+
+    def playlist_frames(self, n_clips: int) -> int:
+        """Frames each of `n_clips` clips gets in a playlist prompt (the config's seconds, or an equal
+        share of the context left beside the caption); a clear error when under MIN_PLAYLIST_SECONDS."""
+        lo, hi = PLAYLIST_SIZE
+        if not lo <= n_clips <= hi:
+            raise ValueError(f"a playlist holds {lo} to {hi} clips, got {n_clips}")
+        tok = self.tokenizer
+        fixed = len(playlist_prompt_ids(tok, [[tok.layout.soa_id, tok.layout.eoa_id]] * n_clips)) - 2 * n_clips
+        share = (self.context - self.max_new_tokens - fixed) // n_clips
+        frames = frames_that_fit(tok, share)
+        need = math.ceil(MIN_PLAYLIST_SECONDS * tok.frame_rate)
+        if frames < need:
+            raise ValueError(
+                f"playlist over the context budget: {n_clips} clips in a {self.context}-token context with "
+                f"max_new_tokens={self.max_new_tokens} leave each clip {frames / tok.frame_rate:.2f} s of audio, "
+                f"under the {MIN_PLAYLIST_SECONDS:g} s a clip needs; use fewer clips or lower --max-new-tokens")
+        if self.config.seconds is not None:
+            wanted = math.ceil(self.config.seconds * tok.frame_rate)
+            if wanted > frames:
+                raise ValueError(f"prompt too long for the context: {n_clips} clips of {self.config.seconds:g} s "
+                                 f"do not fit; each clip can have at most {frames / tok.frame_rate:.2f} s")
+            frames = wanted
+        return frames
+
+    def playlist_codes(self, playlists: Sequence[Sequence[AudioCodes]]) -> list[str]:
+        """One caption per playlist of already-encoded clips."""
+        tok = self.tokenizer
+        return self.generate_text([playlist_prompt_ids(tok, [tok.codes_to_ids(c) for c in clips])
+                                   for clips in playlists])
+
+    def caption_playlist(self, audios: Sequence, sample_rate: int | None = None) -> str:
+        """One caption of a set of 2 to 8 inputs (each its first seconds: an equal share of the context)."""
+        frames = self.playlist_frames(len(audios))
+        return self.playlist_codes([[self.encode(a, sample_rate, frames) for a in audios]])[0]
 
     def caption_batch(self, audios: Sequence, sample_rate: int | None = None) -> list[str]:
         """Captions of several inputs (paths, waveforms at `sample_rate`, (wav, sr) pairs, AudioCodes)."""

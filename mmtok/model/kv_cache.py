@@ -30,6 +30,23 @@ class KVCache:
         return cls(config.n_layers, batch, max_len or config.max_seq_len, config.kv_heads,
                    config.head_dim, dtype=dtype, device=device)
 
+    def expand(self, batch: int, max_len: int | None = None) -> KVCache:
+        """A new cache of `batch` rows, each starting from this one-row cache's filled slots (a
+        shared prefix, e.g. one clip's prompt, continued by several texts at once)."""
+        if self.doc.shape[0] != 1 or self._pending:
+            raise ValueError("only a committed one-row cache can be expanded")
+        max_len = max_len or self.max_len
+        if max_len < self.length:
+            raise ValueError(f"max_len {max_len} < the {self.length} filled slots")
+        n_layers, _, heads, _, dim = self.k.shape
+        out = KVCache(n_layers, batch, max_len, heads, dim, dtype=self.k.dtype, device=self.k.device)
+        n = self.length
+        out.k[:, :, :, :n] = self.k[:, :, :, :n]  # broadcast over the new rows
+        out.v[:, :, :, :n] = self.v[:, :, :, :n]
+        out.doc[:, :n] = self.doc[:, :n]
+        out.length = n
+        return out
+
     @property
     def max_len(self) -> int:
         return self.doc.shape[1]

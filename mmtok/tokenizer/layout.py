@@ -26,8 +26,18 @@ TASK_CAPTION = "<task_caption>"  # audio -> text
 TASK_GENERATE = "<task_generate>"  # text -> audio
 TASK_TEXT = "<task_text>"  # text only
 TASK_AUDIO = "<task_audio>"  # audio only
-DEFAULT_SPECIALS = (PAD, BOS, EOS, SOA, EOA, TASK_CAPTION, TASK_GENERATE, TASK_TEXT, TASK_AUDIO)
-DEFAULT_SPARE = 23  # named + spare = 32 slots, room for new task tokens without moving audio ids
+TASK_QA = "<task_qa>"  # audio + question -> answer
+TASK_SEGMENTS = "<task_segments>"  # audio -> time-stamped captions of its sections
+TASK_PLAYLIST = "<task_playlist>"  # several audio clips -> one caption of the set
+SEP = "<sep>"  # ends a question; the answer follows
+# The caption tasks' nine come first and the other tasks' tokens after them, all inside the
+# SPECIAL_SLOTS block, so text, scale-byte and audio ids are the same with or without the task
+# tokens. A tokenizer directory keeps its own list in layout.json: one with only the nine loads,
+# with its own hash, and the tasks that need the others say so (`VocabLayout.require_specials`).
+ORIGINAL_SPECIALS = (PAD, BOS, EOS, SOA, EOA, TASK_CAPTION, TASK_GENERATE, TASK_TEXT, TASK_AUDIO)
+DEFAULT_SPECIALS = (*ORIGINAL_SPECIALS, TASK_QA, TASK_SEGMENTS, TASK_PLAYLIST, SEP)
+SPECIAL_SLOTS = 32  # named + spare: room for new task tokens without moving audio ids
+DEFAULT_SPARE = SPECIAL_SLOTS - len(DEFAULT_SPECIALS)
 
 IGNORE_INDEX = -100  # target value that carries no loss (torch cross_entropy's default)
 
@@ -116,6 +126,17 @@ class VocabLayout:
     @property
     def eoa_id(self) -> int:
         return self.id_of(EOA)
+
+    def require_specials(self, tokens, what: str) -> None:
+        """Raise a clear error unless this layout names every one of `tokens` (a tokenizer built
+        before a task's tokens existed cannot train or run that task)."""
+        missing = [t for t in tokens if t not in self._ids]
+        if missing:
+            raise LayoutMismatchError(
+                f"{what} needs the special token(s) {', '.join(missing)}, which this tokenizer's vocabulary "
+                f"layout ({self.hash}) was built without; rebuild the tokenizer with this version of mmtok "
+                f"(`mmtok tokenizer build`), then re-shard and train with it"
+            )
 
     def token_of(self, id_: int) -> str:
         """Name of a special id (spare slots are `<reserved_i>`)."""
