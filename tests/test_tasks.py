@@ -126,6 +126,19 @@ def test_task_builders_are_deterministic_exact_and_keep_splits(task_corpus, task
             assert set(item["instruments"]) == {clips[c]["instrument"] for c in item["clips"]}
 
 
+def test_task_data_built_with_relative_paths_reads_back(task_corpus, tmp_path, monkeypatch):
+    """As `mmtok demo --out runs/demo` builds it: relative directories, read from the manifests."""
+    from mmtok.demo.tasks import build_task_data
+
+    monkeypatch.chdir(tmp_path)
+    build_task_data(task_corpus, "rel/tasks", seed=0, segments_per_clip=1.0, playlists_per_clip=1.0)
+    monkeypatch.chdir(tmp_path.parent)  # and from another working directory
+    for task in ("qa", "segments", "playlist"):
+        items = read_manifest(tmp_path / "rel" / "tasks" / f"train_{task}.jsonl")
+        paths = [p for i in items for p in i.get("audios", [i["audio"]])]
+        assert items and all(Path(p).is_file() for p in paths), task
+
+
 def test_timestamps_round_trip_through_text():
     segs = [{"start_s": 0.0, "end_s": 4.6, "text": "grand piano, slow."}, {"start_s": 4.6, "end_s": 65.0, "text": "violin."}]
     text = format_segments(segs)

@@ -166,8 +166,13 @@ class DemoPipeline:
         manifests = {split: self.path("corpus", f"{split}.jsonl") for split in ("train", "valid", "test")}
         if self.cfg.tasks:  # validation and test stay the caption clips: their losses compare across runs
             manifests["train"] = self.mixed_train_manifest()
-        return {split: shard_manifest(m, self.path("tokenizer"), self.path("shards"), split=split)
-                for split, m in manifests.items()}
+        summaries = {split: shard_manifest(m, self.path("tokenizer"), self.path("shards"), split=split)
+                     for split, m in manifests.items()}
+        for split, summary in summaries.items():  # the demo makes its own data: any skip is a fault to see
+            if summary["skipped"]:
+                print(f"[demo] shards: {summary['skipped']} {split} item(s) skipped, reasons in "
+                      f"{self.path('shards', f'{split}-report.jsonl')}", flush=True)
+        return summaries
 
     def mixed_train_manifest(self) -> Path:
         """The train caption items and the train task items in one seeded order, so every shard

@@ -127,7 +127,8 @@ def segments_item(clips: list[dict], audio_dir: Path, sample_rate: int) -> dict:
         at += len(w)
     names = [instrument_name(c) for c in clips]
     text = f"{_NUMBERS[len(clips)].capitalize()} sections: " + ", then ".join(names) + "."
-    return {"audio": str(path), "task": "segments", "segments": segments, "text": text, "id": name,
+    # Relative to the manifests' directory (audio_dir's parent), as manifest readers resolve it.
+    return {"audio": f"{audio_dir.name}/{path.name}", "task": "segments", "segments": segments, "text": text, "id": name,
             "split": clips[0]["split"], "duration": round(at / sample_rate, 6)}
 
 
