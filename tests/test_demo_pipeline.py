@@ -17,7 +17,7 @@ def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, 
     cfg = DemoConfig(
         out=str(tmp_path / "demo"), size="smoke", clips_per_piece=2, ood_pieces=2,
         codec="fit", codec_preset="tiny", codec_minutes=0.1,
-        config="tiny", train_minutes=5.0, generate_seconds=1.0,
+        config="tiny", train_minutes=5.0, generate_seconds=1.0, tasks=True,
         overrides=["train.max_steps=60", "data.seq_len=512", "model.max_seq_len=512", "train.eval_interval=0",
                    "data.workers=0"],
     )
@@ -155,3 +155,15 @@ def test_captions_per_clip_reach_the_corpus_stage_from_the_cli():
                                                   "captions_per_clip": 2}
     default = build_parser().parse_args(["demo"])
     assert DemoPipeline(demo_config(default)).stage_params("corpus")["own"]["captions_per_clip"] == 4
+
+
+def test_tasks_are_opt_in_from_the_cli_and_never_refit_the_codec():
+    from mmtok.cli import build_parser
+    from mmtok.cli.demo import demo_config
+
+    off, on = (demo_config(build_parser().parse_args(["demo", *flag])) for flag in ([], ["--tasks"]))
+    assert (off.tasks, on.tasks) == (False, True)
+    assert demo_config(build_parser().parse_args(["demo", "--tasks", "--no-tasks"])).tasks is False
+    off, on = DemoPipeline(off), DemoPipeline(on)
+    assert off.stage_params("codec") == on.stage_params("codec")
+    assert off.stage_params("tokenizer") != on.stage_params("tokenizer")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from mmtok.demo.pipeline import STAGES, DemoConfig
 
 
@@ -36,9 +38,9 @@ def register(sub) -> None:
                    help="length of the LR schedule (default: the config's train.max_steps, 2550 for demo_small)")
     p.add_argument("--steps-per-minute", type=float, default=d.steps_per_minute,
                    help="or size the schedule to the cap: train steps = train minutes x this rate")
-    p.add_argument("--no-tasks", dest="tasks", action="store_false",
-                   help="train and report captions and text -> music only, without question answering, "
-                        "time-stamped and playlist captions")
+    p.add_argument("--tasks", action=argparse.BooleanOptionalAction, default=d.tasks,
+                   help="also build, train and report question answering, time-stamped and playlist captions "
+                        "(default: off, captions and text -> music only)")
     p.add_argument("--prompt", default=d.generate_prompt, help="text prompt for the generated audio sample")
     p.add_argument("overrides", nargs="*", help="dotted training overrides, e.g. model.n_layers=4")
     p.set_defaults(func=run)

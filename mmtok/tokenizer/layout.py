@@ -128,8 +128,8 @@ class VocabLayout:
         return self.id_of(EOA)
 
     def require_specials(self, tokens, what: str) -> None:
-        """Raise a clear error unless this layout names every one of `tokens` (a tokenizer built
-        before a task's tokens existed cannot train or run that task)."""
+        """Raise a clear error unless this layout names every one of `tokens` (a tokenizer whose
+        layout lacks a task's tokens cannot train or run that task)."""
         missing = [t for t in tokens if t not in self._ids]
         if missing:
             raise LayoutMismatchError(
