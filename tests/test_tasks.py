@@ -72,10 +72,12 @@ def task_shards(task_data, task_corpus, tokenizer_dir, tmp_path_factory) -> Path
     from mmtok.data.shard import ShardConfig, shard_manifest
 
     out = tmp_path_factory.mktemp("task_shards")
-    lines = [(task_corpus / "train.jsonl").read_text()]
-    lines += [(task_data / f"train_{t}.jsonl").read_text() for t in ("qa", "segments", "playlist")]
+    from mmtok.data.manifest import write_jsonl
+
+    items = read_manifest(task_corpus / "train.jsonl")  # read: relative audio paths resolved
+    items += [i for t in ("qa", "segments", "playlist") for i in read_manifest(task_data / f"train_{t}.jsonl")]
     mixed = out / "train.jsonl"
-    mixed.write_text("".join(lines))
+    write_jsonl(mixed, items)
     summary = shard_manifest(mixed, tokenizer_dir, out / "shards", split="train", cfg=ShardConfig(max_samples=4),
                              progress=False)
     assert summary["skipped"] == 0

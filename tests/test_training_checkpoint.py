@@ -132,6 +132,19 @@ def test_a_flipped_byte_in_any_file_is_caught(short_run, tokenizer_dir, train_sh
             train(cfg)
 
 
+def test_a_train_state_that_no_longer_parses_is_reported_as_corrupt(short_run, tokenizer_dir, train_shards, tmp_path):
+    """Resuming verifies the files before it parses any of them."""
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    state = ckpt.latest_checkpoint(run) / "train_state.json"
+    data = bytearray(state.read_bytes())
+    data[0] = ord("x")  # not JSON any more
+    state.write_bytes(bytes(data))
+    cfg = load_config(TINY, tiny_overrides(tokenizer_dir, train_shards, run, "train.max_steps=3"))
+    with pytest.raises(ckpt.CheckpointError, match="train_state.json: checksum mismatch"):
+        train(cfg)
+
+
 def test_consolidate_cli_round_trip(short_run, tmp_path, capsys):
     """An intermediate (sharded-only) checkpoint consolidates to the weights the run had at that
     step: the same tensors DCP restores into a live model."""
@@ -164,6 +177,9 @@ def test_layout_mismatch_is_refused(short_run, tokenizer_dir, train_shards, tmp_
     state = json.loads((step / "train_state.json").read_text())
     state["layout_hash"] = "0123456789abcdef"  # what a checkpoint from another tokenizer carries
     (step / "train_state.json").write_text(json.dumps(state))
+    from mmtok.checkpoint.integrity import hash_files, read_manifest, write_manifest
+
+    write_manifest(step, {**read_manifest(step), **hash_files(step, ["train_state.json"])})  # a whole, valid checkpoint
     with pytest.raises(LayoutMismatchError, match="0123456789abcdef"):
         ckpt.load_for_inference(run)
     with pytest.raises(LayoutMismatchError, match=str(step)):

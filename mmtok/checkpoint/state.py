@@ -316,18 +316,21 @@ class Checkpointer:
         errors = [e for part in self._gather(errors) for e in part]
         raise_errors(sorted(set(errors)))
 
-    def load(self, step_dir, model: nn.Module, optimizer, scheduler) -> dict:
+    def load(self, step_dir, model: nn.Module, optimizer, scheduler, check_state=None) -> dict:
         """Restore model, optimizer and scheduler (any parallelism, any world size) from a step dir;
         set this rank's RNG; return the train state with `data` for this rank's loader: its own
         state when the world size is unchanged, else {"per_rank": [every saved rank's state]}
-        (the loader re-splits the rest of the epoch). Collective."""
+        (the loader re-splits the rest of the epoch). `check_state(train_state)` runs once the
+        files are verified and before any tensor is read (e.g. the tokenizer layout). Collective."""
         step_dir = resolve_checkpoint(step_dir)
-        state = read_train_state(step_dir)
         if not has_sharded_state(step_dir):
             raise CheckpointError(f"{step_dir} holds no training state ({DCP_DIR}/{DCP_METADATA} is missing): "
                                   "it cannot be resumed")
-        if self.verify:
+        if self.verify:  # before anything is parsed: a corrupt file is reported as corrupt
             self.verify_files(step_dir)
+        state = read_train_state(step_dir)
+        if check_state is not None:
+            check_state(state)
         model_sd, optim_sd = sharded_state_dicts(model, optimizer)
         reader = dcp.FileSystemReader(step_dir / DCP_DIR)
         try:

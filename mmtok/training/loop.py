@@ -223,9 +223,9 @@ class Trainer:
         if path is None:
             seed_everything(cfg.train.seed + 1 + self.info.rank)  # independent of how much init consumed
             return 0
-        # Layout first: a checkpoint from another tokenizer would otherwise fail on shapes.
-        self.tokenizer.layout.require(ckpt.read_train_state(path).get("layout_hash"), f"checkpoint {path}")
-        state = self.checkpointer.load(path, self.wrapped, self.optimizer, self.scheduler)
+        # The layout before any tensor: a checkpoint from another tokenizer would otherwise fail on shapes.
+        state = self.checkpointer.load(path, self.wrapped, self.optimizer, self.scheduler, check_state=lambda s:
+                                       self.tokenizer.layout.require(s.get("layout_hash"), f"checkpoint {path}"))
         self.data.load_state_dict(state["data"])
         log.info("resumed from %s (step %d)", path, state["step"])
         return state["step"]
