@@ -161,13 +161,17 @@ class Captioner:
         """The training template's captioning prompt for these codes."""
         return caption_prompt_ids(self.tokenizer, self.tokenizer.codes_to_ids(codes), self.config.instruction)
 
-    @torch.no_grad()
     def generate_ids(self, codes: Sequence[AudioCodes]) -> list[list[int]]:
         """Generated ids per input (text ids, then `<eos>` unless max_new_tokens ran out)."""
-        prompts = [self.prompt_ids(c) for c in codes]
+        return self.continue_prompts([self.prompt_ids(c) for c in codes])
+
+    @torch.no_grad()
+    def continue_prompts(self, prompts: Sequence[list[int]]) -> list[list[int]]:
+        """Text ids written after each prompt, in batches of `batch_size` (guided by the text
+        template when cfg_coef != 1)."""
         out: list[list[int]] = []
         for i in range(0, len(prompts), self.config.batch_size):
-            batch = prompts[i : i + self.config.batch_size]
+            batch = list(prompts[i : i + self.config.batch_size])
             out += generate(self.model, batch, self.config.generation, constraint=self.constraint,
                             pad_id=self.tokenizer.layout.pad_id,
                             uncond_prompts=[text_prompt_ids(self.tokenizer)] * len(batch))
@@ -182,16 +186,9 @@ class Captioner:
         eos = self.tokenizer.layout.eos_id
         return [self.tokenizer.decode_text([i for i in ids if i != eos]).strip() for ids in outputs]
 
-    @torch.no_grad()
     def generate_text(self, prompts: Sequence[list[int]]) -> list[str]:
-        """Text written after each prompt (batched; guided by the text template when cfg_coef != 1)."""
-        out: list[list[int]] = []
-        for i in range(0, len(prompts), self.config.batch_size):
-            batch = list(prompts[i : i + self.config.batch_size])
-            out += generate(self.model, batch, self.config.generation, constraint=self.constraint,
-                            pad_id=self.tokenizer.layout.pad_id,
-                            uncond_prompts=[text_prompt_ids(self.tokenizer)] * len(batch))
-        return self.texts(out)
+        """Text written after each prompt (`continue_prompts`, decoded)."""
+        return self.texts(self.continue_prompts(prompts))
 
     # ---- time-stamped captions and playlists ----------------------------------------------------
     def timestamps_codes(self, codes: Sequence[AudioCodes]) -> list[tuple[str, list[dict]]]:
