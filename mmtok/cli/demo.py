@@ -41,6 +41,11 @@ def register(sub) -> None:
     p.add_argument("--tasks", action=argparse.BooleanOptionalAction, default=d.tasks,
                    help="also build, train and report question answering, time-stamped and playlist captions "
                         "(default: off, captions and text -> music only)")
+    p.add_argument("--semantic", action=argparse.BooleanOptionalAction, default=d.semantic,
+                   help="add the semantic stream (k-means ids of chroma + onset features beside the codes, "
+                        "fitted on the train audio; default: off)")
+    p.add_argument("--semantic-clusters", type=int, default=d.semantic_clusters,
+                   help=f"the semantic stream's k-means size (default {d.semantic_clusters})")
     p.add_argument("--prompt", default=d.generate_prompt, help="text prompt for the generated audio sample")
     p.add_argument("overrides", nargs="*", help="dotted training overrides, e.g. model.n_layers=4")
     p.set_defaults(func=run)
@@ -54,7 +59,8 @@ def demo_config(args) -> DemoConfig:
         codec=args.codec, codec_preset=args.codec_preset,
         codec_minutes=args.codec_minutes, bandwidth=args.bandwidth, n_codebooks=args.n_codebooks,
         vocab_size=args.vocab_size, loudness=args.loudness, config=args.config, train_minutes=args.train_minutes,
-        train_steps=args.train_steps, steps_per_minute=args.steps_per_minute, tasks=args.tasks, overrides=list(args.overrides),
+        train_steps=args.train_steps, steps_per_minute=args.steps_per_minute, tasks=args.tasks,
+        semantic=args.semantic, semantic_clusters=args.semantic_clusters, overrides=list(args.overrides),
         generate_prompt=args.prompt,
     )
 

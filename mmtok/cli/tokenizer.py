@@ -33,6 +33,14 @@ def register(subparsers) -> None:
     p.add_argument("--loudness", default="lufs:-23",
                    help="loudness rule inputs are brought to before encoding: lufs[:TARGET] (BS.1770, default "
                         "lufs:-23), rms[:TARGET] (dBFS) or none; encodec_48khz always takes none")
+    p.add_argument("--semantic", default=None, metavar="AUDIO_OR_DIR",
+                   help="add a semantic stream (one k-means id of pitch/onset features per frame, beside the "
+                        "codes): a saved semantic tokenizer directory (semantic.json), or training audio (a "
+                        "directory, a file, or a .txt/.jsonl manifest) to fit one on")
+    p.add_argument("--semantic-clusters", type=int, default=256, help="k-means clusters when fitting (ids in the block)")
+    p.add_argument("--semantic-features", default="chroma+flux",
+                   help="spectral feature parts joined by '+': chroma, logfreq, flux, mfcc")
+    p.add_argument("--semantic-seed", type=int, default=0, help="k-means seeding and frame subsample")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_build)
 
@@ -105,14 +113,33 @@ def sidecar_of(ids_path) -> Path:
     return Path(ids_path).with_suffix(".json")
 
 
+def semantic_for_build(spec: str, codec: str, bandwidth, repository, n_clusters: int, parts: str, seed: int):
+    """`--semantic`: a saved semantic tokenizer directory, or audio to fit a spectral one on (at
+    the codec's frame rate, so the fit sees frames like the ones it will label)."""
+    from mmtok.codec.audio import find_audio
+    from mmtok.tokenizer.codec import load_codec
+    from mmtok.tokenizer.semantic import CONFIG_FILE, SemanticTokenizer, fit_spectral
+
+    if (Path(spec) / CONFIG_FILE).is_file():
+        return SemanticTokenizer.load(spec)
+    files = find_audio(spec)
+    frame_rate = load_codec(codec, bandwidth, repository).frame_rate
+    return fit_spectral(files, n_clusters, tuple(p for p in parts.split("+") if p), frame_rate, seed)
+
+
 @_cli_errors
 def _build(args):
     from mmtok import MultimodalTokenizer
 
+    semantic = None
+    if args.semantic:
+        semantic = semantic_for_build(args.semantic, args.codec, args.bandwidth, args.encodec_dir,
+                                      args.semantic_clusters, args.semantic_features, args.semantic_seed)
     tok = MultimodalTokenizer.build(args.text, codec=args.codec, out=args.out, bandwidth=args.bandwidth,
                                     vocab_size=args.vocab_size, model_type=args.model_type,
                                     serialization=args.serialization, n_codebooks=args.n_codebooks,
-                                    repository=args.encodec_dir, overwrite=args.overwrite, loudness=args.loudness)
+                                    repository=args.encodec_dir, overwrite=args.overwrite, loudness=args.loudness,
+                                    semantic=semantic)
     print(json.dumps(summary(tok, args.out), indent=2))
 
 
@@ -177,8 +204,8 @@ def summary(tok, path) -> dict:
     return {
         "dir": str(path), "vocab_size": len(tok), "layout_hash": lay.hash,
         "ranges": {"text": [0, lay.text_size], "special": [lay.special_base, lay.scale_base],
-                   "scale": [lay.scale_base, lay.audio_base], "audio": [lay.audio_base, lay.audio_end],
-                   "padding": [lay.audio_end, lay.vocab_size]},
+                   "scale": [lay.scale_base, lay.semantic_base], "semantic": [lay.semantic_base, lay.audio_base],
+                   "audio": [lay.audio_base, lay.audio_end], "padding": [lay.audio_end, lay.vocab_size]},
         "special_tokens": {t: lay.id_of(t) for t in lay.special_tokens},
         "codec": cfg.codec, "bandwidth_kbps": cfg.bandwidth, "n_codebooks": cfg.n_codebooks,
         "codebook_size": lay.codebook_size, "serialization": cfg.serialization,
@@ -186,6 +213,9 @@ def summary(tok, path) -> dict:
         "audio_tokens_per_second": round(tok.audio_tokens_per_second, 2),  # + 48 kHz scale bytes
         "fitted_codec_sha256": cfg.codec_sha256,
         "loudness": asdict(tok.loudness),
+        "semantic": None if tok.semantic is None else {
+            "n_clusters": tok.semantic.n_clusters, "features": tok.semantic.features.config(),
+            "fit": tok.semantic.fit_info, "sha256": cfg.semantic_sha256},
     }
 
 

@@ -8,9 +8,11 @@ Each sample is keyed without dots (WebDataset splits key and extension at the fi
                       frames_per_segment,
                       source (the audio path) and every other manifest field
     <key>.scales.npy  float32 (S,) per-segment scales, only for codecs that have them
+    <key>.semantic.npy int16 (T,) semantic cluster id of each frame, only for tokenizers with a
+                      semantic stream
     <key>.flac        the source audio as FLAC, only with `include_audio`
     <key>.codes1.npy ... the second, third, ... clip of a playlist item (`audios`), with
-                      `scales1.npy` ... where the codec has scales; the json's `playlist_clips` lists each
+                      `scales1.npy` / `semantic1.npy` ... as for the first; the json's `playlist_clips` lists each
                       clip's source, n_samples, duration, frames and gain (the first clip's are the
                       top-level fields, as for any item)
 
@@ -221,12 +223,14 @@ def encode_sample(tok, key: str, item: dict, cfg: ShardConfig) -> dict[str, byte
         f"{key}.txt": item["text"].encode(),
         f"{key}.json": json.dumps(meta, ensure_ascii=False).encode(),
     }
-    if codes.scales is not None:
-        members[f"{key}.scales.npy"] = _npy(codes.scales.astype(np.float32))
-    for n, (_, c) in enumerate(others, 1):
-        members[f"{key}.codes{n}.npy"] = _npy(c.codes.astype(np.int16))
+    for n, c in enumerate([codes] + [c for _, c in others]):
+        suffix = str(n or "")  # codes.npy, codes1.npy, ...
+        if n:
+            members[f"{key}.codes{suffix}.npy"] = _npy(c.codes.astype(np.int16))
         if c.scales is not None:
-            members[f"{key}.scales{n}.npy"] = _npy(c.scales.astype(np.float32))
+            members[f"{key}.scales{suffix}.npy"] = _npy(c.scales.astype(np.float32))
+        if c.semantic is not None:
+            members[f"{key}.semantic{suffix}.npy"] = _npy(c.semantic.astype(np.int16))
     if cfg.include_audio:
         if path.lower().endswith(".flac") and window is None:
             members[f"{key}.flac"] = Path(path).read_bytes()

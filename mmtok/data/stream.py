@@ -86,18 +86,44 @@ class Sample:
                  "n_samples": c.n_samples, "sample_rate": c.sample_rate, "codec": c.codec, "scales": c.scales,
                  "frames_per_segment": c.frames_per_segment, "text": self.text,
                  "meta": json.dumps(self.meta)}  # fmt: skip
+        if c.semantic is not None:
+            state["semantic"] = c.semantic.astype(np.int16)
         if self.more:  # only playlists carry more clips; other samples' state has no `more`
-            state["more"] = [{"codes": m.codes.astype(np.int16), "n_samples": m.n_samples, "scales": m.scales}
-                             for m in self.more]
+            state["more"] = [{"codes": m.codes.astype(np.int16), "n_samples": m.n_samples, "scales": m.scales,
+                              "semantic": m.semantic} for m in self.more]  # fmt: skip
         return state
 
     @classmethod
     def from_state(cls, s: dict) -> Sample:
         codes = AudioCodes(s["codes"], s["n_samples"], s["sample_rate"], s["codec"], s["scales"],
-                           s["frames_per_segment"])  # fmt: skip
-        more = [AudioCodes(m["codes"], m["n_samples"], s["sample_rate"], s["codec"], m["scales"], s["frames_per_segment"])
-                for m in s.get("more", [])]  # fmt: skip
+                           s["frames_per_segment"], semantic=s.get("semantic"))  # fmt: skip
+        more = [AudioCodes(m["codes"], m["n_samples"], s["sample_rate"], s["codec"], m["scales"], s["frames_per_segment"],
+                           semantic=m.get("semantic")) for m in s.get("more", [])]  # fmt: skip
         return cls(s["key"], s["url"], codes, s["text"], json.loads(s["meta"]), more)
+
+
+def _clip_codes(raw: dict, n: int, n_samples: int, meta: dict, where: str) -> AudioCodes:
+    """Clip n of a sample (0: codes.npy, n: a playlist's codesN.npy) with its scales and semantic ids."""
+    suffix = str(n or "")
+    what = f"codes{suffix}.npy" if not n else f"playlist clip {n}"
+
+    def member(name: str):
+        key = f"{name}{suffix}.npy"
+        return np.load(io.BytesIO(raw[key]), allow_pickle=False) if key in raw else None
+
+    try:
+        codes, scales, semantic = member("codes"), member("scales"), member("semantic")
+    except Exception as e:
+        raise CorruptSampleError(f"{where}: cannot decode {what} ({type(e).__name__}: {e})") from None
+    if codes is None:
+        raise CorruptSampleError(f"{where}: missing codes{suffix}.npy")
+    if codes.ndim != 2 or codes.shape[1] == 0 or codes.min() < 0:
+        raise CorruptSampleError(f"{where}: codes{suffix}.npy has shape {codes.shape}, expected (K, T>0) of codes >= 0")
+    if semantic is not None and (semantic.shape != (codes.shape[1],) or semantic.min() < 0):
+        raise CorruptSampleError(f"{where}: semantic{suffix}.npy has shape {semantic.shape}, expected "
+                                 f"({codes.shape[1]},) ids >= 0 (one per frame)")
+    return AudioCodes(codes.astype(np.int64), n_samples, int(meta["sample_rate"]), meta["codec"], scales,
+                      meta.get("frames_per_segment"), semantic=semantic)
 
 
 def decode_sample(raw: dict, layout_hash: str | None = None) -> Sample:
@@ -107,33 +133,19 @@ def decode_sample(raw: dict, layout_hash: str | None = None) -> Sample:
     if missing:
         raise CorruptSampleError(f"{where}: missing {', '.join(missing)}")
     try:
-        codes = np.load(io.BytesIO(raw["codes.npy"]), allow_pickle=False)
         meta = json.loads(raw["json"])
         text = raw["txt"].decode("utf-8")
-        scales = np.load(io.BytesIO(raw["scales.npy"]), allow_pickle=False) if "scales.npy" in raw else None
     except Exception as e:
         raise CorruptSampleError(f"{where}: cannot decode ({type(e).__name__}: {e})") from None
-    if codes.ndim != 2 or codes.shape[1] == 0 or codes.min() < 0:
-        raise CorruptSampleError(f"{where}: codes.npy has shape {codes.shape}, expected (K, T>0) of codes >= 0")
     if layout_hash is not None and meta.get("layout_hash") != layout_hash:
         raise LayoutMismatchError(  # a configuration error, not a corrupt sample: stop loudly
             f"{where} was made with vocabulary layout {meta.get('layout_hash')}, this tokenizer's is "
             f"{layout_hash}; re-shard with this tokenizer"
         )
-    ac = AudioCodes(codes.astype(np.int64), int(meta["n_samples"]), int(meta["sample_rate"]), meta["codec"],
-                    scales, meta.get("frames_per_segment"))  # fmt: skip
-    more = []  # a playlist's other clips: codes1.npy, codes2.npy, ... (other samples have none)
+    ac = _clip_codes(raw, 0, int(meta["n_samples"]), meta, where)
     clips = meta.get("playlist_clips") if meta.get("task") == "playlist" else None
-    for n, clip in enumerate((clips or [])[1:], 1):  # the first entry is codes.npy itself
-        try:
-            c = np.load(io.BytesIO(raw[f"codes{n}.npy"]), allow_pickle=False)
-            sc = np.load(io.BytesIO(raw[f"scales{n}.npy"]), allow_pickle=False) if f"scales{n}.npy" in raw else None
-        except Exception as e:
-            raise CorruptSampleError(f"{where}: playlist clip {n} ({type(e).__name__}: {e})") from None
-        if c.ndim != 2 or c.shape[1] == 0 or c.min() < 0:
-            raise CorruptSampleError(f"{where}: codes{n}.npy has shape {c.shape}, expected (K, T>0) of codes >= 0")
-        more.append(AudioCodes(c.astype(np.int64), int(clip["n_samples"]), ac.sample_rate, ac.codec, sc,
-                               ac.frames_per_segment))  # fmt: skip
+    # a playlist's other clips: codes1.npy, codes2.npy, ... (other samples have none)
+    more = [_clip_codes(raw, n, int(clip["n_samples"]), meta, where) for n, clip in enumerate((clips or [])[1:], 1)]
     return Sample(raw["__key__"], raw.get("__url__", ""), ac, text, meta, more)
 
 

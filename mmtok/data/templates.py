@@ -215,7 +215,7 @@ def audio_token_cost(tok) -> tuple[int, int]:
     cost = getattr(tok, "_mmtok_audio_cost", None)
     if cost is None:
         k = tok.config.n_codebooks
-        cost = (2, k)  # <soa> <eoa>, then K ids per frame
+        cost = (2, tok.layout.rows_per_frame)  # <soa> <eoa>, then K ids (+ the semantic id) per frame
         if not tok.layout.n_scale_tokens:  # measured on the tokenizer itself, so it cannot drift
             n1, n2 = (len(tok.codes_to_ids(_zeros(tok, k, t))) for t in (1, 2))
             cost = (n1 - (n2 - n1), n2 - n1)
@@ -224,7 +224,9 @@ def audio_token_cost(tok) -> tuple[int, int]:
 
 
 def _zeros(tok, k: int, t: int) -> AudioCodes:
-    return AudioCodes(np.zeros((k, t), np.int64), t * tok.config.hop, tok.sample_rate, tok.config.codec)
+    semantic = np.zeros(t, np.int64) if tok.layout.n_semantic else None
+    return AudioCodes(np.zeros((k, t), np.int64), t * tok.config.hop, tok.sample_rate, tok.config.codec,
+                      semantic=semantic)
 
 
 def _segmented(tok) -> bool:
@@ -278,7 +280,8 @@ def crop_codes(codes: AudioCodes, start: int, n_frames: int, hop: int) -> AudioC
         return crop_segments(codes, starts.index(start), longest_segment_length(n_frames, fps, hop), hop)
     end = min(codes.n_frames, start + n_frames)
     n_samples = min(codes.n_samples - start * hop, (end - start) * hop)
-    return AudioCodes(codes.codes[:, start:end], n_samples, codes.sample_rate, codes.codec, gain_db=codes.gain_db)
+    return AudioCodes(codes.codes[:, start:end], n_samples, codes.sample_rate, codes.codec, gain_db=codes.gain_db,
+                      semantic=None if codes.semantic is None else codes.semantic[start:end])
 
 
 def random_crop(codes: AudioCodes, n_frames: int, hop: int, rng: np.random.Generator) -> AudioCodes:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mmtok.atomic import write_text_atomic
+from mmtok.codec.audio import find_audio
 from mmtok.codec.fit import PRESETS as CODEC_PRESETS
 from mmtok.codec.fit import fit_codec
 from mmtok.config import load_config
@@ -42,9 +43,10 @@ from mmtok.eval.evaluate import evaluate
 from mmtok.eval.report import write_report
 from mmtok.eval.tasks import evaluate_tasks, write_tasks_report
 from mmtok.generate.captioner import Captioner
-from mmtok.tokenizer.codec import pretrained_available
+from mmtok.tokenizer.codec import load_codec, pretrained_available
 from mmtok.tokenizer.loudness import LoudnessRule
 from mmtok.tokenizer.multimodal import MultimodalTokenizer
+from mmtok.tokenizer.semantic import fit_spectral
 from mmtok.training.evals import default_evals
 from mmtok.training.loop import train
 
@@ -88,6 +90,9 @@ class DemoConfig:
     #   captions and text -> music (the mix: the preset's data.templates.mix_*), and report on them.
     #   Off by default: in the same 30 minutes the mix halves the captions' family accuracy
     #   (0.31 vs 0.60, 2026-12-01, docs/results.md), and captions are what the demo is for
+    semantic: bool = False  # add the semantic stream (k-means ids of chroma + onset features, one per
+    #   frame beside the codes; mmtok/tokenizer/semantic.py), fitted on the train audio
+    semantic_clusters: int = 256  # its k-means size (the vocabulary's semantic block)
     overrides: list[str] = field(default_factory=list)  # extra dotted overrides for training
     generate_prompt: str = "a slow piano piece in D minor, in 3/4"  # text for the generated sample
     generate_seconds: float = 4.0  # length of the generated sample
@@ -156,13 +161,20 @@ class DemoPipeline:
         codec = str(self.path("codec")) if codec == "fit" else codec
         # The tasks' captions.txt holds the corpus's and every text of the train task items.
         texts = self.path("tasks" if self.cfg.tasks else "corpus", "captions.txt")
+        semantic = None
+        if self.cfg.semantic:  # fitted on the train clips only, as the codec is
+            frame_rate = load_codec(codec, self.cfg.bandwidth).frame_rate
+            semantic = fit_spectral(find_audio(self.path("corpus", "train.jsonl")), self.cfg.semantic_clusters,
+                                    frame_rate=frame_rate, seed=self.cfg.seed)
         tok = MultimodalTokenizer.build(
             text_files=[texts], codec=codec, out=self.path("tokenizer"),
             bandwidth=self.cfg.bandwidth, vocab_size=self.cfg.vocab_size, n_codebooks=self.cfg.n_codebooks,
-            overwrite=True, loudness=self.cfg.loudness,
+            overwrite=True, loudness=self.cfg.loudness, semantic=semantic,
         )
         return {"tokenizer": str(self.path("tokenizer")), "vocab_size": len(tok), "layout": tok.layout.hash,
-                "frame_rate": tok.frame_rate, "n_codebooks": tok.layout.n_codebooks}
+                "frame_rate": tok.frame_rate, "n_codebooks": tok.layout.n_codebooks,
+                "audio_tokens_per_second": tok.audio_tokens_per_second,
+                "semantic": tok.semantic.fit_info if tok.semantic is not None else None}
 
     def shards(self) -> dict:
         manifests = {split: self.path("corpus", f"{split}.jsonl") for split in ("train", "valid", "test")}
@@ -269,7 +281,8 @@ class DemoPipeline:
             "codec": {"codec": c.codec, "preset": c.codec_preset, "minutes": c.codec_minutes, "seed": c.seed},
             "tasks": {"tasks": c.tasks, "seed": c.seed, **TASK_DATA},
             "tokenizer": {"bandwidth": c.bandwidth, "n_codebooks": c.n_codebooks, "vocab_size": c.vocab_size,
-                          "loudness": c.loudness},
+                          "loudness": c.loudness}
+                         | ({"semantic_clusters": c.semantic_clusters} if c.semantic else {}),
             "shards": {},
             "train": {"config": c.config, "overrides": self.train_overrides()},
             "eval": {},

@@ -8,6 +8,8 @@ constrained output is well formed whatever the model's weights are.
 - `TextConstraint`: text ids, then `<eos>` (a caption).
 - `AudioConstraint`: codebook k's id block wherever the serialization puts codebook k, and
   `<eoa>` only after whole frames (or exactly after `n_frames` frames, for "--seconds S").
+  With a semantic stream each frame's semantic id is one more row, first in the frame, drawn from
+  the semantic block: the model writes its plan of the frame before the frame's codes.
   With per-segment scales (encodec_48khz layouts) each segment opens with its 4 scale-byte
   tokens, the last of them kept to SCALE_TOP_BYTE_RANGE (a positive float32 in [2**-27, 2)),
   then that segment's frames: the layout `MultimodalTokenizer.codes_to_ids` writes.
@@ -70,25 +72,27 @@ class AudioConstraint:
             raise ValueError(f"n_frames must be positive, got {n_frames}")
         self.n_frames = n_frames
         self.stop_ids = (layout.eoa_id,)
-        v = len(layout)
-        # masks: 0..K-1 codebook k's ids; K any scale byte; K+1 a scale's last byte; K+2 <eoa>
-        masks = torch.zeros(self.k + 3, v, dtype=torch.bool)
+        sem = 1 if layout.n_semantic else 0
+        r = self.rows = self.k + sem  # ids per frame: the semantic id (row 0, if any), then K codebooks
+        # masks: 0..R-1 row r's ids; R any scale byte; R+1 a scale's last byte; R+2 <eoa>
+        masks = torch.zeros(r + 3, len(layout), dtype=torch.bool)
+        masks[0, layout.semantic_base : layout.audio_base] = bool(sem)
         for k in range(self.k):
             start = layout.audio_base + k * layout.codebook_size
-            masks[k, start : start + layout.codebook_size] = True
-        masks[self.k, layout.scale_base : layout.scale_base + layout.n_scale_tokens] = True
+            masks[sem + k, start : start + layout.codebook_size] = True
+        masks[r, layout.scale_base : layout.scale_base + layout.n_scale_tokens] = True
         lo, hi = SCALE_TOP_BYTE_RANGE
-        masks[self.k + 1, layout.scale_base + lo : layout.scale_base + hi] = bool(layout.n_scale_tokens)
-        masks[self.k + 2, layout.eoa_id] = True
-        self.masks, self.blocks, self.eoa = masks, masks[: self.k], masks[self.k + 2]
+        masks[r + 1, layout.scale_base + lo : layout.scale_base + hi] = bool(layout.n_scale_tokens)
+        masks[r + 2, layout.eoa_id] = True
+        self.masks, self.blocks, self.eoa = masks, masks[:r], masks[r + 2]
         self.schedule = None  # fixed length: the mask of every step
         if n_frames is not None:
             parts = []
             for frames in segment_frames or [n_frames]:
                 if segment_frames:
-                    parts.append(torch.tensor([self.k] * (SCALE_BYTES - 1) + [self.k + 1]))
-                parts.append(torch.from_numpy(codebook_order(self.k, frames, pattern)))
-            parts.append(torch.tensor([self.k + 2]))
+                    parts.append(torch.tensor([r] * (SCALE_BYTES - 1) + [r + 1]))
+                parts.append(torch.from_numpy(codebook_order(r, frames, pattern)))
+            parts.append(torch.tensor([r + 2]))
             self.schedule = torch.cat(parts)
 
     @property
@@ -99,7 +103,7 @@ class AudioConstraint:
     def allowed(self, step: int, generated: torch.Tensor) -> torch.Tensor:  # (V,)
         if self.schedule is not None:
             return self.masks[self.schedule[min(step, len(self.schedule) - 1)]]
-        k = step % self.k
+        k = step % self.rows
         if k == 0 and step > 0:
             return self.blocks[0] | self.eoa  # a frame just closed: go on or stop
         return self.blocks[k]

@@ -70,7 +70,7 @@ def generate_codes_batch(
     if longest > model.config.max_seq_len:
         most = frames_that_fit(tokenizer, model.config.max_seq_len - max(map(len, prompts)) + 1)  # <soa> is in the prompt
         raise ValueError(
-            f"prompt too long for the context: {seconds:g} s is {n_frames} frames x {cfg.n_codebooks} codebooks "
+            f"prompt too long for the context: {seconds:g} s is {n_frames} frames x {layout.rows_per_frame} ids "
             f"= {constraint.max_new_tokens} tokens after a {max(map(len, prompts))}-token prompt, but the model's "
             f"context is {model.config.max_seq_len} tokens (at most {max(most, 0) / tokenizer.frame_rate:.2f} s here)"
         )

@@ -22,11 +22,17 @@ class AudioCodes:
     scales: np.ndarray | None = None  # (S,) float32, one per codec segment (encodec_48khz), else None
     frames_per_segment: int | None = None  # frames per scaled segment (with `scales`), else None
     gain_db: float = 0.0  # gain the loudness rule applied before encoding; decoding divides it out
+    semantic: np.ndarray | None = None  # (T,) int64 semantic cluster id of each frame, or None
+    # (tokenizers with a semantic stream; not needed to decode audio)
 
     def __post_init__(self):
         self.codes = np.asarray(self.codes, dtype=np.int64)
         if self.codes.ndim != 2:
             raise ValueError(f"AudioCodes.codes must be (K, T), got shape {self.codes.shape}")
+        if self.semantic is not None:
+            self.semantic = np.asarray(self.semantic, dtype=np.int64).reshape(-1)
+            if self.semantic.size != self.codes.shape[1]:
+                raise ValueError(f"{self.semantic.size} semantic ids for {self.codes.shape[1]} frames")
         if self.scales is not None:
             self.scales = np.asarray(self.scales, dtype=np.float32).reshape(-1)
 
@@ -106,6 +112,8 @@ def crop_segments(codes: AudioCodes, first: int, n_samples: int, hop: int, overl
     n_samples = min(n_samples, codes.n_samples - first * stride)
     kept = segment_frame_counts(n_samples, fps, hop, overlap)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-    parts = [codes.codes[:, starts[first + i] : starts[first + i] + c] for i, c in enumerate(kept)]
-    return AudioCodes(np.concatenate(parts, axis=1) if parts else codes.codes[:, :0], n_samples, codes.sample_rate,
-                      codes.codec, codes.scales[first : first + len(kept)].copy(), fps, codes.gain_db)
+    frames = np.concatenate([np.arange(starts[first + i], starts[first + i] + c) for i, c in enumerate(kept)]
+                            or [np.zeros(0, int)])  # the kept frames' indices
+    return AudioCodes(codes.codes[:, frames], n_samples, codes.sample_rate, codes.codec,
+                      codes.scales[first : first + len(kept)].copy(), fps, codes.gain_db,
+                      None if codes.semantic is None else codes.semantic[frames])

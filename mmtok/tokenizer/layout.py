@@ -2,7 +2,9 @@
 
     [0, text_size)                      SentencePiece ids, unchanged
     [special_base, scale_base)          named specials (<pad>, <bos>, ...) then spare slots
-    [scale_base, audio_base)            256 byte tokens for per-segment scales (48 kHz codecs only)
+    [scale_base, semantic_base)         256 byte tokens for per-segment scales (48 kHz codecs only)
+    [semantic_base, audio_base)         semantic ids: one k-means cluster id per frame (tokenizers
+                                        built with a semantic stream only; see tokenizer/semantic.py)
     [audio_base, audio_end)             one block per codebook: audio_base + k * codebook_size + code
     [audio_end, vocab_size)             padding so the embedding is a multiple of `pad_to`
 
@@ -44,7 +46,7 @@ IGNORE_INDEX = -100  # target value that carries no loss (torch cross_entropy's 
 
 class Modality(IntEnum):
     TEXT = 0
-    AUDIO = 1  # codebook ids and scale bytes
+    AUDIO = 1  # codebook ids, scale bytes and semantic ids
     SPECIAL = 2  # named specials and spare slots
     INVALID = 3  # padding slots past audio_end, or out of range
 
@@ -61,6 +63,7 @@ class VocabLayout:
     special_tokens: tuple[str, ...] = DEFAULT_SPECIALS  # named specials, in id order
     n_spare: int = DEFAULT_SPARE  # reserved unnamed slots after the named specials
     n_scale_tokens: int = 0  # 256 when the codec has per-segment scales (encodec_48khz), else 0
+    n_semantic: int = 0  # semantic cluster ids (the stream's k-means size), 0 without the stream
     pad_to: int = 64  # vocab_size is rounded up to a multiple of this (tensor-core friendly)
     _ids: dict = field(default=None, init=False, repr=False, compare=False)
 
@@ -71,6 +74,8 @@ class VocabLayout:
             raise ValueError(f"duplicate special tokens in {self.special_tokens}")
         if self.n_scale_tokens not in (0, 256):
             raise ValueError(f"n_scale_tokens must be 0 or 256, got {self.n_scale_tokens}")
+        if self.n_semantic < 0:
+            raise ValueError(f"n_semantic must be >= 0, got {self.n_semantic}")
         object.__setattr__(self, "special_tokens", tuple(self.special_tokens))
         object.__setattr__(
             self, "_ids", {t: self.text_size + i for i, t in enumerate(self.special_tokens)}
@@ -86,8 +91,18 @@ class VocabLayout:
         return self.special_base + len(self.special_tokens) + self.n_spare
 
     @property
-    def audio_base(self) -> int:
+    def semantic_base(self) -> int:
         return self.scale_base + self.n_scale_tokens
+
+    @property
+    def audio_base(self) -> int:
+        return self.semantic_base + self.n_semantic
+
+    @property
+    def rows_per_frame(self) -> int:
+        """Ids each frame contributes before serialization: the semantic id (when the layout has
+        the stream) and one id per codebook; `patterns` serializes these rows like codebooks."""
+        return self.n_codebooks + (1 if self.n_semantic else 0)
 
     @property
     def audio_end(self) -> int:
@@ -167,6 +182,31 @@ class VocabLayout:
         k = (ids - self.audio_base) // self.codebook_size
         return np.where((ids >= self.audio_base) & (ids < self.audio_end), k, -1)
 
+    def semantic_ids(self, ids) -> np.ndarray:
+        """(T,) semantic cluster ids -> (T,) vocabulary ids."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.n_semantic:
+            raise ValueError("this vocabulary layout has no semantic block (tokenizer built without --semantic)")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.n_semantic):
+            raise ValueError(f"semantic ids out of range [0, {self.n_semantic}): min {ids.min()} max {ids.max()}")
+        return ids + self.semantic_base
+
+    def is_semantic(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        return (ids >= self.semantic_base) & (ids < self.audio_base)
+
+    def is_scale(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        return (ids >= self.scale_base) & (ids < self.semantic_base)
+
+    def row_of(self, ids: np.ndarray) -> np.ndarray:
+        """The serialization row of each id (-1 for ids that are neither): with a semantic block
+        row 0 is the semantic id and row k+1 codebook k, else row k is codebook k."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.n_semantic:
+            return self.codebook_of(ids)
+        return np.where(self.is_semantic(ids), 0, np.where(self.codebook_of(ids) >= 0, self.codebook_of(ids) + 1, -1))
+
     def code_of(self, ids: np.ndarray) -> np.ndarray:
         """Code value of each audio id (ids must be audio ids)."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -201,6 +241,8 @@ class VocabLayout:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("_ids")
+        if not self.n_semantic:  # without the stream the field is left out, so such a layout's hash does not depend on it
+            d.pop("n_semantic")
         d["special_tokens"] = list(self.special_tokens)
         return d
 

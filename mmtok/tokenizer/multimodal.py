@@ -7,10 +7,14 @@ A tokenizer directory is self-contained and loads in a fresh process:
     tokenizer.json   config: codec reference (pretrained id + bandwidth, or `codec/` + sha256),
                      serialization, n_codebooks, codec rates
     codec/           only for fitted codecs: codec.json + model.safetensors, copied with checksum
+    semantic/        only with a semantic stream: semantic.json + semantic.safetensors (k-means
+                     centres, feature settings), copied with checksum
 
 An audio segment in ids is `<soa> [serialized codes] <eoa>`; for codecs with per-segment scales
 (encodec_48khz) each 1 s segment is `4 scale-byte tokens (the float32's IEEE bytes) + its frames`,
-so ids -> codes -> waveform equals encodec's own decode exactly.
+so ids -> codes -> waveform equals encodec's own decode exactly. With a semantic stream each frame
+is its semantic id, then its codes (one more row under the serialization pattern); decoding audio
+ignores the semantic ids, so the waveform is the same with or without them.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from mmtok.tokenizer.codes import SCALE_BYTES, AudioCodes, samples_for_segments,
 from mmtok.tokenizer.layout import LayoutMismatchError, Modality, VocabLayout
 from mmtok.tokenizer.loudness import LoudnessRule
 from mmtok.tokenizer.patterns import PartialFrameError, check_pattern, flatten, unflatten
+from mmtok.tokenizer.semantic import WEIGHTS_FILE as SEMANTIC_WEIGHTS
+from mmtok.tokenizer.semantic import SemanticTokenizer
 from mmtok.tokenizer.text import TextTokenizer, train_sentencepiece
 
-TEXT_MODEL, LAYOUT, CONFIG, CODEC_DIR = "spm.model", "layout.json", "tokenizer.json", "codec"
+TEXT_MODEL, LAYOUT, CONFIG, CODEC_DIR, SEMANTIC_DIR = "spm.model", "layout.json", "tokenizer.json", "codec", "semantic"
 FORMAT = "mmtok-tokenizer"
 DEFAULT_LOUDNESS = "lufs:-23"  # EBU R128's target; see mmtok/tokenizer/loudness.py
 
@@ -60,6 +66,8 @@ class TokenizerConfig:
     batch_seconds: float = 10.0  # ...equal-length windows batched up to this much audio (bounds memory;
     # 10 s = one window: batching measured slower on the 2-core CPU; see Codec.encode)
     loudness: dict = field(default_factory=dict)  # the LoudnessRule every input is brought to ({}: none)
+    semantic_path: str | None = None  # "semantic" when the tokenizer has a semantic stream, else None
+    semantic_sha256: str | None = None  # sha256 of the copied semantic.safetensors
     layout_hash: str = ""  # hash of layout.json (checked on load)
 
 
@@ -103,12 +111,16 @@ def _atomic_dir(out: Path, overwrite: bool):
 
 class MultimodalTokenizer:
     def __init__(self, text: TextTokenizer, layout: VocabLayout, config: TokenizerConfig,
-                 codec_dir: Path | None = None, repository=None):
+                 codec_dir: Path | None = None, repository=None, semantic: SemanticTokenizer | None = None):
         if text.size != layout.text_size:
             raise LayoutMismatchError(f"SentencePiece model has {text.size} pieces, layout says {layout.text_size}")
+        if (semantic.n_clusters if semantic is not None else 0) != layout.n_semantic:
+            raise LayoutMismatchError(f"semantic stream of {semantic.n_clusters if semantic else 0} clusters, "
+                                      f"layout says {layout.n_semantic}")
         self.text, self.layout, self.config = text, layout, config
         self.codec_dir = codec_dir  # fitted codec directory (inside the tokenizer dir), else None
         self.repository = repository  # local encodec checkpoint dir for pretrained codecs
+        self.semantic = semantic  # the semantic stream's tokenizer, or None
         self._codec = None
         self._special_ids = {t: layout.id_of(t) for t in layout.special_tokens}
 
@@ -117,12 +129,18 @@ class MultimodalTokenizer:
     def build(cls, text_files, codec: str, out, bandwidth: float | None = None, vocab_size: int = 8000,
               model_type: str = "bpe", serialization: str = "frame_major", n_codebooks: int | None = None,
               repository=None, overwrite: bool = False, loudness: str | LoudnessRule = DEFAULT_LOUDNESS,
-              ) -> MultimodalTokenizer:
+              semantic: SemanticTokenizer | str | os.PathLike | None = None) -> MultimodalTokenizer:
         """Train SentencePiece, attach a codec, write a self-contained directory atomically.
 
         loudness: the rule inputs are brought to before encoding (`LoudnessRule` or "lufs:-23",
-        "rms:-20", "none"); codecs that scale each segment themselves (encodec_48khz) take none."""
+        "rms:-20", "none"); codecs that scale each segment themselves (encodec_48khz) take none.
+        semantic: a fitted `SemanticTokenizer` (or its saved directory) whose ids join every audio
+        frame (see tokenizer/semantic.py); None: codes only."""
         check_pattern(serialization)
+        if semantic is not None and not isinstance(semantic, SemanticTokenizer):
+            semantic = SemanticTokenizer.load(semantic)
+        if semantic is not None and semantic.centres is None:
+            raise ValueError("the semantic tokenizer is not fitted (call fit() first)")
         tmp, commit = _atomic_dir(Path(out), overwrite)
         try:
             train_sentencepiece(text_files, tmp / TEXT_MODEL, vocab_size, model_type)
@@ -145,10 +163,15 @@ class MultimodalTokenizer:
                 for name in (FITTED_CONFIG, src["weights"]):
                     shutil.copy2(Path(codec) / name, codec_dir / name)
                 config.codec_path, config.codec_sha256 = CODEC_DIR, sha256_file(codec_dir / src["weights"])
+            if semantic is not None:
+                semantic.save(tmp / SEMANTIC_DIR)
+                config.semantic_path = SEMANTIC_DIR
+                config.semantic_sha256 = sha256_file(tmp / SEMANTIC_DIR / SEMANTIC_WEIGHTS)
             text = TextTokenizer(tmp / TEXT_MODEL)
             layout = VocabLayout(text_size=text.size, n_codebooks=k, codebook_size=c.codebook_size,
-                                 n_scale_tokens=256 if c.has_scales else 0)
-            cls(text, layout, config, codec_dir, repository)._write(tmp)
+                                 n_scale_tokens=256 if c.has_scales else 0,
+                                 n_semantic=semantic.n_clusters if semantic is not None else 0)
+            cls(text, layout, config, codec_dir, repository, semantic)._write(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -167,6 +190,9 @@ class MultimodalTokenizer:
             (tmp / TEXT_MODEL).write_bytes(self.text.sp.serialized_model_proto())
             if self.codec_dir is not None:
                 shutil.copytree(self.codec_dir, tmp / CODEC_DIR)
+            if self.semantic is not None:
+                self.semantic.save(tmp / SEMANTIC_DIR)
+                self.config.semantic_sha256 = sha256_file(tmp / SEMANTIC_DIR / SEMANTIC_WEIGHTS)
             self._write(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -174,8 +200,10 @@ class MultimodalTokenizer:
         commit()
 
     @classmethod
-    def from_pretrained(cls, path, repository=None) -> MultimodalTokenizer:
-        """Load a tokenizer directory; the layout hash and fitted-codec checksum are verified."""
+    def from_pretrained(cls, path, repository=None, semantic_features=None) -> MultimodalTokenizer:
+        """Load a tokenizer directory; the layout hash and the fitted-codec and semantic checksums
+        are verified. `semantic_features`: the feature extractor of a semantic stream whose
+        settings do not rebuild it (e.g. an unnamed `transformers` model, `HFLayerFeatures`)."""
         path = Path(path)
         for name in (TEXT_MODEL, LAYOUT, CONFIG):
             if not (path / name).is_file():
@@ -195,7 +223,17 @@ class MultimodalTokenizer:
             if digest != config.codec_sha256:
                 raise ValueError(f"{codec_dir / weights}: checksum {digest[:12]} != recorded "
                                  f"{config.codec_sha256[:12]} (corrupt or replaced codec weights)")
-        return cls(TextTokenizer(path / TEXT_MODEL), layout, config, codec_dir, repository)
+        semantic = None
+        if config.semantic_path:
+            weights = path / config.semantic_path / SEMANTIC_WEIGHTS
+            if not weights.is_file():
+                raise FileNotFoundError(f"{path}: tokenizer.json names a semantic stream but {weights} is missing")
+            digest = sha256_file(weights)
+            if digest != config.semantic_sha256:
+                raise ValueError(f"{weights}: checksum {digest[:12]} != recorded {config.semantic_sha256[:12]} "
+                                 "(corrupt or replaced semantic tokenizer)")
+            semantic = SemanticTokenizer.load(path / config.semantic_path, features=semantic_features)
+        return cls(TextTokenizer(path / TEXT_MODEL), layout, config, codec_dir, repository, semantic)
 
     # ---- sizes ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -221,14 +259,14 @@ class MultimodalTokenizer:
 
     @property
     def audio_tokens_per_second(self) -> float:
-        """Audio ids per second of (long) audio: frame rate x codebooks; with per-segment scales
-        (encodec_48khz) each segment's SCALE_BYTES + frames x codebooks per segment stride (0.99 s:
-        segments overlap by 1%)."""
-        cfg = self.config
+        """Audio ids per second of (long) audio: frame rate x ids per frame (codebooks, + 1 with a
+        semantic stream); with per-segment scales (encodec_48khz) each segment's SCALE_BYTES +
+        frames x ids per frame per segment stride (0.99 s: segments overlap by 1%)."""
+        cfg, rows = self.config, self.layout.rows_per_frame
         if not self.layout.n_scale_tokens:
-            return cfg.frame_rate * cfg.n_codebooks
+            return cfg.frame_rate * rows
         stride_s = segment_stride(cfg.frames_per_segment, cfg.hop) / cfg.sample_rate
-        return (SCALE_BYTES + cfg.frames_per_segment * cfg.n_codebooks) / stride_s
+        return (SCALE_BYTES + cfg.frames_per_segment * rows) / stride_s
 
     def modality_of(self, ids) -> np.ndarray:
         return self.layout.modality_of(ids)
@@ -280,13 +318,21 @@ class MultimodalTokenizer:
         """File path or waveform ((n,), (C, n) or (n, C), with `sample_rate`) -> AudioCodes with
         this tokenizer's n_codebooks; resampling and channel mixing follow audio_io's rules, then the
         loudness rule scales the input (`normalize=False`: the codec's codes of the audio as it is).
-        `channels_first`: which a 2-D waveform is (None: told by its shape, audio_io.channels_first_view)."""
+        `channels_first`: which a 2-D waveform is (None: told by its shape, audio_io.channels_first_view).
+        With a semantic stream the codes carry each frame's semantic id (`AudioCodes.semantic`),
+        made from the same audio (its features are level-invariant: no loudness rule needed)."""
         cfg = self.config
         if not isinstance(audio, (str, os.PathLike, AudioSource)):
             audio = AudioSource(audio, sample_rate, channels_first)
         codes = self.codec.encode(audio, sample_rate, cfg.chunk_seconds, cfg.context_seconds, cfg.batch_seconds,
                                   loudness=self.loudness if normalize else None)
         codes.codes = codes.codes[: self.config.n_codebooks]
+        if self.semantic is not None:
+            if isinstance(audio, AudioSource):  # a waveform: the semantic features read it whole
+                wav, sr = audio.read(0, audio.n_frames), audio.sample_rate
+            else:
+                wav, sr = audio, None
+            codes.semantic = self.semantic.encode(wav, sr, n_frames=codes.n_frames).numpy()
         return codes
 
     def codes_to_ids(self, codes: AudioCodes) -> list[int]:
@@ -297,6 +343,11 @@ class MultimodalTokenizer:
         if codes.n_codebooks < k:
             raise ValueError(f"codes have {codes.n_codebooks} codebooks, tokenizer needs {k}")
         ids = self.layout.audio_ids(codes.codes[:k])  # (k, T)
+        if self.layout.n_semantic:  # row 0: each frame's semantic id, serialized like a codebook
+            if codes.semantic is None:
+                raise ValueError("this tokenizer has a semantic stream and the codes carry no semantic ids "
+                                 "(encode the audio with this tokenizer, or re-shard with it)")
+            ids = np.concatenate([self.layout.semantic_ids(codes.semantic)[None], ids])  # (1 + k, T)
         parts = [np.array([self.layout.soa_id])]
         if self.layout.n_scale_tokens:
             if codes.scales is None:
@@ -330,30 +381,37 @@ class MultimodalTokenizer:
         if (mod != Modality.AUDIO).any():
             bad = int(ids[mod != Modality.AUDIO][0])
             raise ValueError(f"{source}: non-audio id {bad} inside an audio segment")
-        k, pattern, hop = self.config.n_codebooks, self.config.serialization, self.config.hop
-        if not self.layout.n_scale_tokens:
-            codes = self.layout.code_of(unflatten(ids, k, pattern, self.layout, source))
-            return AudioCodes(codes, codes.shape[1] * hop, self.sample_rate, self.config.codec)
-        is_scale = ids < self.layout.audio_base
+        pattern, hop = self.config.serialization, self.config.hop
+        rows, lay = self.layout.rows_per_frame, self.layout
+        if not lay.n_scale_tokens:
+            codes, semantic = self._split_rows(unflatten(ids, rows, pattern, lay, source))
+            return AudioCodes(codes, codes.shape[1] * hop, self.sample_rate, self.config.codec, semantic=semantic)
+        is_scale = lay.is_scale(ids)
         starts = np.flatnonzero(is_scale & ~np.concatenate([[False], is_scale[:-1]]))
         if ids.size and (not starts.size or starts[0] != 0):
             raise PartialFrameError(f"{source}: audio tokens before the first segment's scale")
         scales, blocks, counts = [], [], []
         for s, e in zip(starts, list(starts[1:]) + [ids.size]):
             head, body = ids[s : s + SCALE_BYTES], ids[s + SCALE_BYTES : e]
-            if head.size < SCALE_BYTES or (head >= self.layout.audio_base).any() or (body < self.layout.audio_base).any():
+            if head.size < SCALE_BYTES or not lay.is_scale(head).all() or lay.is_scale(body).any():
                 raise PartialFrameError(f"{source}: segment at token {s} does not start with {SCALE_BYTES} scale tokens")
-            scales.append(np.frombuffer((head - self.layout.scale_base).astype(np.uint8).tobytes(), "<f4")[0])
-            block = self.layout.code_of(unflatten(body, k, pattern, self.layout, source))
+            scales.append(np.frombuffer((head - lay.scale_base).astype(np.uint8).tobytes(), "<f4")[0])
+            block = unflatten(body, rows, pattern, lay, source)
             blocks.append(block)
             counts.append(block.shape[1])
-        codes = np.concatenate(blocks, axis=1) if blocks else np.zeros((k, 0), np.int64)
+        codes, semantic = self._split_rows(np.concatenate(blocks, axis=1) if blocks else np.zeros((rows, 0), np.int64))
         try:
             n = samples_for_segments(counts, self.config.frames_per_segment, hop)
         except ValueError as e:
             raise PartialFrameError(f"{source}: {e}") from None
         return AudioCodes(codes, n, self.sample_rate, self.config.codec, np.array(scales, np.float32),
-                          self.config.frames_per_segment)
+                          self.config.frames_per_segment, semantic=semantic)
+
+    def _split_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(rows_per_frame, T) ids -> ((K, T) codes, (T,) semantic cluster ids or None)."""
+        if not self.layout.n_semantic:
+            return self.layout.code_of(rows), None
+        return self.layout.code_of(rows[1:]), rows[0] - self.layout.semantic_base
 
     def decode_audio(self, ids_or_codes) -> tuple[np.ndarray, int]:
         """Audio ids (`<soa>..<eoa>`) or AudioCodes -> (waveform (C, n) float32, sample_rate)."""

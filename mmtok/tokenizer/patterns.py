@@ -8,9 +8,11 @@
 
 Every pattern is a permutation of the K*T positions (`positions`), so flattening and parsing are
 exact inverses for any K and T. Keeping only the first k codebooks is done before serializing
-(`n_codebooks` option of the tokenizer). Ids carry their codebook (`VocabLayout.codebook_of`), so
-parsing checks that every position holds the codebook the pattern puts there: a stream with a
-partial frame or shuffled codebooks is refused instead of being silently misread.
+(`n_codebooks` option of the tokenizer). A layout with a semantic stream serializes K+1 rows per
+frame: row 0 the frame's semantic id, rows 1..K its codebooks (`VocabLayout.row_of`), under the
+same pattern. Ids carry their row, so parsing checks that every position holds the row the
+pattern puts there: a stream with a partial frame or shuffled codebooks is refused instead of
+being silently misread.
 """
 
 from __future__ import annotations
@@ -57,21 +59,23 @@ def flatten(ids: np.ndarray, pattern: str) -> np.ndarray:
     return ids[kk, tt]
 
 
-def unflatten(stream: np.ndarray, n_codebooks: int, pattern: str, layout: VocabLayout,
+def unflatten(stream: np.ndarray, n_rows: int, pattern: str, layout: VocabLayout,
               source: str = "audio tokens") -> np.ndarray:
-    """(K*T,) stream -> (K, T) audio ids; refuses partial frames and misplaced codebooks."""
+    """(R*T,) stream -> (R, T) ids, R = the rows per frame (`VocabLayout.row_of`: codebooks, and
+    the semantic id first when the layout has one); refuses partial frames and misplaced rows."""
     stream = np.asarray(stream, dtype=np.int64)
-    k = n_codebooks
+    k = n_rows
     if stream.size % k:
         raise PartialFrameError(f"{source}: {stream.size} audio tokens is not a whole number of "
-                                f"{k}-codebook frames ({stream.size % k} left over: a partial frame)")
+                                f"{k}-token frames ({stream.size % k} left over: a partial frame)")
     kk, tt = positions(k, stream.size // k, check_pattern(pattern))
-    found = layout.codebook_of(stream)
+    found = layout.row_of(stream)
     bad = np.flatnonzero(found != kk)
     if bad.size:
         i = bad[0]
-        raise PartialFrameError(f"{source}: frame {tt[i]} position {kk[i]} holds a codebook-{found[i]} "
-                                f"token where {pattern} puts codebook {kk[i]} (misaligned or partial frame)")
+        rows = "row 0 the semantic id, row k+1 codebook k" if layout.n_semantic else "row k codebook k"
+        raise PartialFrameError(f"{source}: frame {tt[i]} position {kk[i]} holds a row-{found[i]} token where "
+                                f"{pattern} puts row {kk[i]} ({rows}; misaligned or partial frame)")
     ids = np.empty((k, stream.size // k), dtype=np.int64)
     ids[kk, tt] = stream
     return ids

@@ -272,8 +272,9 @@ class SemanticTokenizer:
     def n_frames(self, n_samples: int, sample_rate: int) -> int:
         return math.ceil(n_samples * self.frame_rate / sample_rate)
 
-    def frames(self, wav, sample_rate: int | None = None) -> torch.Tensor:
-        """Raw features of one input (waveform + rate, or a file path) at the ids' frame count."""
+    def frames(self, wav, sample_rate: int | None = None, n_frames: int | None = None) -> torch.Tensor:
+        """Raw features of one input (waveform + rate, or a file path) at the ids' frame count, or
+        pooled to `n_frames` (a codec's frame count for the same audio, so id t sits on frame t)."""
         if isinstance(wav, (str, Path)):
             with AudioSource(wav) as src:
                 sample_rate, n = src.sample_rate, src.n_frames
@@ -283,7 +284,7 @@ class SemanticTokenizer:
             wav = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
             wav = torch.from_numpy(np.ascontiguousarray(channels_first_view(wav), dtype=np.float32))  # (C, n)
             n = wav.shape[1]
-        return pool_frames(self.features(wav, sample_rate), self.n_frames(n, sample_rate))
+        return pool_frames(self.features(wav, sample_rate), n_frames or self.n_frames(n, sample_rate))
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) * self.scale
@@ -322,9 +323,9 @@ class SemanticTokenizer:
             raise RuntimeError("this SemanticTokenizer is not fitted: call fit() or load()")
         return assign(self._normalise(frames.float()), self.centres)
 
-    def encode(self, wav, sample_rate: int | None = None) -> torch.Tensor:
-        """(T,) int64 cluster ids, T = ceil(n_samples * frame_rate / sample_rate)."""
-        return self.ids_of_frames(self.frames(wav, sample_rate))
+    def encode(self, wav, sample_rate: int | None = None, n_frames: int | None = None) -> torch.Tensor:
+        """(T,) int64 cluster ids, T = `n_frames` or ceil(n_samples * frame_rate / sample_rate)."""
+        return self.ids_of_frames(self.frames(wav, sample_rate, n_frames))
 
     # ---- files ----------------------------------------------------------------------------------
     def config(self) -> dict:
@@ -358,6 +359,15 @@ class SemanticTokenizer:
             raise ValueError(f"{path}: {tok.centres.shape[0]} centres, config says {tok.n_clusters}")
         tok.fit_info = cfg.get("fit", {})
         return tok
+
+
+def fit_spectral(audio_list, n_clusters: int = 256, parts=("chroma", "flux"), frame_rate: float = 25.0,
+                 seed: int = 0) -> SemanticTokenizer:
+    """A `SpectralFeatures` semantic tokenizer fitted on `audio_list` (file paths or (wav, sr)
+    pairs) at `frame_rate` (give the codec's, so the fit sees frames like those it will label).
+    chroma+flux is the default because it is what the probe measured best for mode and tempo
+    (docs/tokenizer.md#semantic-tokens)."""
+    return SemanticTokenizer(SpectralFeatures(parts, frame_rate=frame_rate), n_clusters, seed=seed).fit(audio_list)
 
 
 # ---- readouts -----------------------------------------------------------------------------------
