@@ -43,7 +43,11 @@ HEAD=${HOSTS[0]}
 # where that is what resolves, as on most clusters).
 HEAD_ADDR=$(scontrol show node "$HEAD" 2>/dev/null | grep -oE 'NodeAddr=[^ ]+' | head -1 | cut -d= -f2)
 HEAD_ADDR=${HEAD_ADDR:-$HEAD}
-PORT=$((20000 + SLURM_JOB_ID % 20000))  # same on every node, differs between concurrent jobs
+# Same on every node, different between concurrent jobs, and new for each restart of a requeued
+# job: the previous run's rendezvous store may still hold (or linger on) its port, and a new agent
+# that cannot bind it connects to it as a client and fails (RendezvousConnectionError).
+RESTART=${SLURM_RESTART_COUNT:-0}
+PORT=$((20000 + (SLURM_JOB_ID + 7919 * RESTART) % 20000))
 
 if [ -n "${MMTOK_NPROC_PER_NODE:-}" ]; then
   NPROC=$MMTOK_NPROC_PER_NODE
@@ -62,7 +66,7 @@ OUT=$("$PY" -m mmtok train "$CONFIG" "$@" --print-config \
       | "$PY" -c 'import sys, yaml; print(yaml.safe_load(sys.stdin)["train"]["out_dir"])') \
   || die "bad config $CONFIG $*"
 
-echo "[$(date -Is)] job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0}: $NNODES node(s) x $NPROC proc(s), head $HEAD ($HEAD_ADDR:$PORT), out $OUT"
+echo "[$(date -Is)] job $SLURM_JOB_ID restart $RESTART: $NNODES node(s) x $NPROC proc(s), head $HEAD ($HEAD_ADDR:$PORT), out $OUT"
 if [ -e "$OUT/checkpoints/latest" ]; then
   echo "resuming from $OUT/checkpoints/$(cat "$OUT/checkpoints/latest")"
 fi
@@ -75,7 +79,7 @@ srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit
   bash -c 'trap "" USR1; exec "$@"' torchrun \
   "$PY" -m torch.distributed.run \
     --nnodes "$NNODES" --nproc_per_node "$NPROC" \
-    --rdzv_backend c10d --rdzv_endpoint "$HEAD_ADDR:$PORT" --rdzv_id "$SLURM_JOB_ID" \
+    --rdzv_backend c10d --rdzv_endpoint "$HEAD_ADDR:$PORT" --rdzv_id "$SLURM_JOB_ID.$RESTART" \
     train/pretrain.py "$CONFIG" "$@"
 rc=$?
 set -e
