@@ -10,8 +10,9 @@ metadata), per split, never mixing splits (test playlists and pieces only hold t
   mode, meter) and one free description, each in one of several wordings, its answer a whole
   sentence or a short one (drawn per question); each turn has its `type`.
 - `{split}_segments.jsonl` + `audio/`: pieces of 2 or 3 clips of different instruments (and,
-  where the split allows, different tempo classes or keys) joined end to end; the sections'
-  boundaries are the exact sample counts of the joined clips. Each section's text is a short
+  where the split allows, different tempo classes or keys) joined end to end, each clip cut to a
+  random window of 40-100% of its length (so a section's length does not give its boundaries
+  away); the sections' boundaries are the exact sample counts of the joined windows. Each section's text is a short
   description (`grand piano, slow, 62 BPM, D minor, 3/4.`) and carries that clip's facts; the
   item's `text` names the instruments in order.
 - `{split}_playlist.jsonl`: sets of 2 to 4 clips and one sentence about the set (its instruments
@@ -107,16 +108,21 @@ def _distinct(pool: list[dict], first: dict, used: set, rng) -> dict | None:
     return choice[int(rng.integers(len(choice)))] if choice else None
 
 
-def segments_item(clips: list[dict], audio_dir: Path, sample_rate: int) -> dict:
-    """Join `clips` end to end into one file; sections at the exact sample boundaries."""
-    name = "seg_" + "__".join(c["id"] for c in clips)[:150]
+def segments_item(clips: list[dict], audio_dir: Path, sample_rate: int,
+                  windows: list[tuple[float, float]] | None = None) -> dict:
+    """Join `clips` end to end into one file; sections at the exact sample boundaries. `windows`:
+    per clip, the (start, length) of the part kept as shares of the clip (None: whole clips)."""
+    windows = windows or [(0.0, 1.0)] * len(clips)
+    cut = "".join(f"-{round(a * 100)}-{round(n * 100)}" for a, n in windows) if any(w != (0.0, 1.0) for w in windows) else ""
+    name = "seg_" + "__".join(c["id"] for c in clips)[:150] + cut
     path = audio_dir / f"{name}.flac"
     wavs = []
-    for c in clips:
+    for c, (start, length) in zip(clips, windows):
         wav, sr = sf.read(c["audio"], dtype="float32", always_2d=True)
         if sr != sample_rate:
             raise ValueError(f"{c['audio']}: {sr} Hz, the other clips are {sample_rate} Hz")
-        wavs.append(wav.mean(axis=1))
+        a = int(start * len(wav))
+        wavs.append(wav[a : a + max(1, int(length * len(wav)))].mean(axis=1))
     if not path.exists():
         with atomic_path(path) as tmp:
             sf.write(tmp, np.concatenate(wavs), sample_rate, subtype="PCM_16", format="FLAC")
@@ -162,9 +168,11 @@ def playlist_item(clips: list[dict], rng: np.random.Generator, n: int) -> dict:
 
 
 def build_task_data(corpus: str | Path, out: str | Path, seed: int = 0, segments_per_clip: float = 0.5,
-                    playlists_per_clip: float = 0.5, playlist_size: tuple[int, int] = (2, 4)) -> dict:
+                    playlists_per_clip: float = 0.5, playlist_size: tuple[int, int] = (2, 4),
+                    section_share: tuple[float, float] = (0.4, 1.0)) -> dict:
     """Write the task manifests of every split of the corpus in `corpus` to `out` (see the module
-    docstring); returns counts per split and task."""
+    docstring); returns counts per split and task. `section_share`: the range of each joined
+    clip's kept share (a random window; (1, 1): whole clips)."""
     corpus, out = Path(corpus), Path(out)
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +198,9 @@ def build_task_data(corpus: str | Path, out: str | Path, seed: int = 0, segments
                 chosen.append(nxt)
                 used.add(nxt["id"])
             if len(chosen) > 1:
-                item = segments_item(chosen, audio_dir, sr)
+                lengths = [float(rng.uniform(*section_share)) for _ in chosen]
+                windows = [(round(float(rng.uniform(0, 1 - n)), 2), round(n, 2)) for n in lengths]
+                item = segments_item(chosen, audio_dir, sr, windows)
                 if all(i["id"] != item["id"] for i in segs):  # the same pieces drawn twice: once
                     segs.append(item)
         lo, hi = playlist_size
