@@ -76,16 +76,20 @@ def corpus_rows(corpus: Path) -> dict[str, list[dict]]:
     return rows
 
 
-def cached(path: Path, make):
-    """dict of arrays from an .npz cache, else made by `make()` and written there."""
+def cached(path: Path, rows: list[dict], make):
+    """{clip id: array} for every row, from an .npz cache; the clips it lacks are made by
+    `make(row)` and the cache is rewritten (a corpus that grew since the cache was written)."""
+    out = {}
     if path.is_file():
         with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    out = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **out)
-    tmp.replace(path)
+            out = {k: z[k] for k in z.files}
+    missing = [r for r in rows if r["id"] not in out]
+    if missing:
+        out.update({r["id"]: make(r) for r in missing})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **out)
+        tmp.replace(path)
     return out
 
 
@@ -103,14 +107,11 @@ def centre_chroma(tok: SemanticTokenizer, parts: tuple[str, ...]) -> np.ndarray 
     return None
 
 
-def decoded_features(codec, codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """attribute_probe's key-finding and rhythm features of each clip's codes decoded to audio."""
-    out = {}
-    for clip_id, c in codes.items():
-        ac = AudioCodes(codes=c, n_samples=c.shape[1] * codec.hop, sample_rate=codec.sample_rate, codec=codec.id)
-        f = waveform_features(codec.decode(ac).mean(0), codec.sample_rate)
-        out[f"{clip_id}/decoded_key"], out[f"{clip_id}/decoded_rhythm"] = f["audio_key"], f["audio_rhythm"]
-    return out
+def decoded_features(codec, c: np.ndarray) -> dict[str, np.ndarray]:
+    """attribute_probe's key-finding and rhythm features of one clip's codes decoded to audio."""
+    ac = AudioCodes(codes=c, n_samples=c.shape[1] * codec.hop, sample_rate=codec.sample_rate, codec=codec.id)
+    f = waveform_features(codec.decode(ac).mean(0), codec.sample_rate)
+    return {"decoded_key": f["audio_key"], "decoded_rhythm": f["audio_rhythm"]}
 
 
 def main() -> None:
@@ -141,14 +142,12 @@ def main() -> None:
     columns = {p: np.arange(offsets[i], offsets[i + 1]) for i, p in enumerate(SPECTRAL_PARTS)}
     timing = {}
     t = time.perf_counter()
-    codes = {s: cached(args.cache / codec_key / f"{s}.npz",
-                       lambda s=s: {r["id"]: codec.encode(r["audio"], loudness=rule).codes for r in rows[s]})
-             for s in SPLITS}  # fmt: skip
+    codes = {s: cached(args.cache / codec_key / f"{s}.npz", rows[s],
+                       lambda r: codec.encode(r["audio"], loudness=rule).codes) for s in SPLITS}
     timing["codec_codes"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
-    frames = {s: cached(args.cache / f"spectral_{codec.frame_rate:g}hz" / f"{s}.npz",
-                        lambda s=s: {r["id"]: SemanticTokenizer(full).frames(r["audio"]).numpy() for r in rows[s]})
-              for s in SPLITS}  # fmt: skip
+    frames = {s: cached(args.cache / f"spectral_{codec.frame_rate:g}hz" / f"{s}.npz", rows[s],
+                        lambda r: SemanticTokenizer(full).frames(r["audio"]).numpy()) for s in SPLITS}
     timing["spectral_frames"] = round(time.perf_counter() - t, 1)
     rows = {s: [r for r in rows[s] if r["id"] in codes[s] and r["id"] in frames[s]] for s in SPLITS}
     for s in SPLITS:
@@ -163,11 +162,17 @@ def main() -> None:
                     "codes+rhythm": {s: np.hstack([np.stack(base[s]), np.stack(rhythm[s])]) for s in SPLITS}}
     if args.decoded:  # the codes decoded back to audio, read by attribute_probe's key-finding and rhythm features
         t = time.perf_counter()
-        dec = {s: cached(args.cache / codec_key / f"{s}_decoded.npz", lambda s=s: decoded_features(codec, codes[s]))
-               for s in SPLITS}  # fmt: skip
+        memo = {}  # one decode per clip for both readouts
+
+        def decoded(s, r, name):
+            if (s, r["id"]) not in memo:
+                memo[s, r["id"]] = decoded_features(codec, codes[s][r["id"]])
+            return memo[s, r["id"]][name]
+
         for name in ("decoded_key", "decoded_rhythm"):
-            feature_sets[f"codes {name}"] = {s: np.stack([dec[s][f"{r['id']}/{name}"] for r in rows[s]])
-                                             for s in SPLITS}  # fmt: skip
+            dec = {s: cached(args.cache / codec_key / f"{s}_{name}.npz", rows[s], lambda r, s=s, n=name: decoded(s, r, n))
+                   for s in SPLITS}  # fmt: skip
+            feature_sets[f"codes {name}"] = {s: np.stack([dec[s][r["id"]] for r in rows[s]]) for s in SPLITS}
         timing["decoded"] = round(time.perf_counter() - t, 1)
     tokenizers = {}
     for choice in args.parts:
