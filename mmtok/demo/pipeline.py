@@ -54,7 +54,7 @@ from mmtok.training.loop import train
 # never refits the codec.
 STAGES = ("corpus", "codec", "tasks", "tokenizer", "shards", "train", "eval", "report")
 # The task data's size per train clip (mmtok.demo.tasks.build_task_data): with the preset's
-# mix_qa 0.5, about half the documents of an epoch are single-clip caption items. Joined pieces
+# mix_qa 0.25, about 60% of the documents of an epoch are single-clip caption items. Joined pieces
 # keep a random 40-100% window of each clip, so sections differ in length.
 TASK_DATA = {"segments_per_clip": 0.25, "playlists_per_clip": 0.25, "section_share": (0.4, 1.0)}
 TASK_EVAL_LIMIT = 100  # test items per task (retrieval: clips) the demo's task evaluation scores
@@ -89,8 +89,9 @@ class DemoConfig:
     #   train_minutes x this rate (None or 0: not used)
     tasks: bool = False  # also train question answering, time-stamped and playlist captions beside
     #   captions and text -> music (the mix: the preset's data.templates.mix_*), and report on them.
-    #   Off by default: in the same 30 minutes the mix halves the captions' family accuracy
-    #   (0.31 vs 0.60, 2026-12-01, docs/results.md), and captions are what the demo is for
+    #   Off by default: in the same 30 minutes the mix lowers the captions' family accuracy
+    #   (0.46 vs 0.60, 2026-12-01, docs/results.md), and captions are what the demo is for
+    #   (a semantic stream beside the codes, below, is off for the same reason)
     semantic: bool = False  # add the semantic stream (k-means ids of chroma + onset features, one per
     #   frame beside the codes; mmtok/tokenizer/semantic.py), fitted on the train audio
     semantic_clusters: int = 256  # its k-means size (the vocabulary's semantic block)
