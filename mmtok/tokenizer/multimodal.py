@@ -192,6 +192,7 @@ class MultimodalTokenizer:
                 shutil.copytree(self.codec_dir, tmp / CODEC_DIR)
             if self.semantic is not None:
                 self.semantic.save(tmp / SEMANTIC_DIR)
+                self.config.semantic_path = SEMANTIC_DIR
                 self.config.semantic_sha256 = sha256_file(tmp / SEMANTIC_DIR / SEMANTIC_WEIGHTS)
             self._write(tmp)
         except BaseException:
