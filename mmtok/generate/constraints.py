@@ -17,6 +17,7 @@ constrained output is well formed whatever the model's weights are.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from mmtok.tokenizer.codes import SCALE_BYTES, SCALE_TOP_BYTE_RANGE
@@ -76,10 +77,8 @@ class AudioConstraint:
         r = self.rows = self.k + sem  # ids per frame: the semantic id (row 0, if any), then K codebooks
         # masks: 0..R-1 row r's ids; R any scale byte; R+1 a scale's last byte; R+2 <eoa>
         masks = torch.zeros(r + 3, len(layout), dtype=torch.bool)
-        masks[0, layout.semantic_base : layout.audio_base] = bool(sem)
-        for k in range(self.k):
-            start = layout.audio_base + k * layout.codebook_size
-            masks[sem + k, start : start + layout.codebook_size] = True
+        row = torch.from_numpy(layout.row_of(np.arange(len(layout))))  # (V,) the row each id belongs to
+        masks[:r] = row[None] == torch.arange(r)[:, None]
         masks[r, layout.scale_base : layout.scale_base + layout.n_scale_tokens] = True
         lo, hi = SCALE_TOP_BYTE_RANGE
         masks[r + 1, layout.scale_base + lo : layout.scale_base + hi] = bool(layout.n_scale_tokens)

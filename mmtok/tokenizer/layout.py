@@ -205,7 +205,8 @@ class VocabLayout:
         ids = np.asarray(ids, dtype=np.int64)
         if not self.n_semantic:
             return self.codebook_of(ids)
-        return np.where(self.is_semantic(ids), 0, np.where(self.codebook_of(ids) >= 0, self.codebook_of(ids) + 1, -1))
+        codebook = self.codebook_of(ids)
+        return np.where(self.is_semantic(ids), 0, np.where(codebook >= 0, codebook + 1, -1))
 
     def code_of(self, ids: np.ndarray) -> np.ndarray:
         """Code value of each audio id (ids must be audio ids)."""
