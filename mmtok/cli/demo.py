@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mmtok.demo.pipeline import STAGES, DemoConfig
+from mmtok.tokenizer.patterns import SEMANTIC_PLACEMENTS
 
 
 def register(sub) -> None:
@@ -46,6 +47,8 @@ def register(sub) -> None:
                         "fitted on the train audio; default: off)")
     p.add_argument("--semantic-clusters", type=int, default=d.semantic_clusters,
                    help=f"the semantic stream's k-means size (default {d.semantic_clusters})")
+    p.add_argument("--semantic-placement", default=d.semantic_placement, choices=SEMANTIC_PLACEMENTS,
+                   help="the semantic ids beside each frame's codes (frame, default) or before them (prefix)")
     p.add_argument("--prompt", default=d.generate_prompt, help="text prompt for the generated audio sample")
     p.add_argument("overrides", nargs="*", help="dotted training overrides, e.g. model.n_layers=4")
     p.set_defaults(func=run)
@@ -60,7 +63,8 @@ def demo_config(args) -> DemoConfig:
         codec_minutes=args.codec_minutes, bandwidth=args.bandwidth, n_codebooks=args.n_codebooks,
         vocab_size=args.vocab_size, loudness=args.loudness, config=args.config, train_minutes=args.train_minutes,
         train_steps=args.train_steps, steps_per_minute=args.steps_per_minute, tasks=args.tasks,
-        semantic=args.semantic, semantic_clusters=args.semantic_clusters, overrides=list(args.overrides),
+        semantic=args.semantic, semantic_clusters=args.semantic_clusters,
+        semantic_placement=args.semantic_placement, overrides=list(args.overrides),
         generate_prompt=args.prompt,
     )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from mmtok.tokenizer.patterns import PATTERNS  # light (numpy); torch is imported by handlers
+    from mmtok.tokenizer.patterns import PATTERNS, SEMANTIC_PLACEMENTS  # light (numpy); torch is imported by handlers
 
     tok = subparsers.add_parser("tokenizer", help="build, run and inspect the text+audio tokenizer")
     sub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="SUBCOMMAND")
@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--semantic-features", default="chroma+flux",
                    help="spectral feature parts joined by '+': chroma, logfreq, flux, mfcc")
     p.add_argument("--semantic-seed", type=int, default=0, help="k-means seeding and frame subsample")
+    p.add_argument("--semantic-placement", default="frame", choices=SEMANTIC_PLACEMENTS,
+                   help="where the semantic ids go: frame (each beside its frame's codes, default) or prefix "
+                        "(all of a clip's ids before its codes, AudioLM's order)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_build)
 
@@ -139,7 +142,7 @@ def _build(args):
                                     vocab_size=args.vocab_size, model_type=args.model_type,
                                     serialization=args.serialization, n_codebooks=args.n_codebooks,
                                     repository=args.encodec_dir, overwrite=args.overwrite, loudness=args.loudness,
-                                    semantic=semantic)
+                                    semantic=semantic, semantic_placement=args.semantic_placement)
     print(json.dumps(summary(tok, args.out), indent=2))
 
 
@@ -214,7 +217,8 @@ def summary(tok, path) -> dict:
         "fitted_codec_sha256": cfg.codec_sha256,
         "loudness": asdict(tok.loudness),
         "semantic": None if tok.semantic is None else {
-            "n_clusters": tok.semantic.n_clusters, "features": tok.semantic.features.config(),
+            "n_clusters": tok.semantic.n_clusters, "placement": cfg.semantic_placement,
+            "features": tok.semantic.features.config(),
             "fit": tok.semantic.fit_info, "sha256": cfg.semantic_sha256},
     }
 

@@ -95,6 +95,7 @@ class DemoConfig:
     semantic: bool = False  # add the semantic stream (k-means ids of chroma + onset features, one per
     #   frame beside the codes; mmtok/tokenizer/semantic.py), fitted on the train audio
     semantic_clusters: int = 256  # its k-means size (the vocabulary's semantic block)
+    semantic_placement: str = "frame"  # its ids beside each frame's codes, or all first ("prefix")
     overrides: list[str] = field(default_factory=list)  # extra dotted overrides for training
     generate_prompt: str = "a slow piano piece in D minor, in 3/4"  # text for the generated sample
     generate_seconds: float = 4.0  # length of the generated sample
@@ -172,6 +173,7 @@ class DemoPipeline:
             text_files=[texts], codec=codec, out=self.path("tokenizer"),
             bandwidth=self.cfg.bandwidth, vocab_size=self.cfg.vocab_size, n_codebooks=self.cfg.n_codebooks,
             overwrite=True, loudness=self.cfg.loudness, semantic=semantic,
+            semantic_placement=self.cfg.semantic_placement,
         )
         return {"tokenizer": str(self.path("tokenizer")), "vocab_size": len(tok), "layout": tok.layout.hash,
                 "frame_rate": tok.frame_rate, "n_codebooks": tok.layout.n_codebooks,
@@ -284,7 +286,9 @@ class DemoPipeline:
             "tasks": {"tasks": c.tasks, "seed": c.seed, **TASK_DATA},
             "tokenizer": {"bandwidth": c.bandwidth, "n_codebooks": c.n_codebooks, "vocab_size": c.vocab_size,
                           "loudness": c.loudness}
-                         | ({"semantic_clusters": c.semantic_clusters} if c.semantic else {}),
+                         | ({"semantic_clusters": c.semantic_clusters} if c.semantic else {})
+                         | ({"semantic_placement": c.semantic_placement}
+                            if c.semantic and c.semantic_placement != "frame" else {}),
             "shards": {},
             "train": {"config": c.config, "overrides": self.train_overrides()},
             "eval": {},

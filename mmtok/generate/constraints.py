@@ -9,7 +9,8 @@ constrained output is well formed whatever the model's weights are.
 - `AudioConstraint`: codebook k's id block wherever the serialization puts codebook k, and
   `<eoa>` only after whole frames (or exactly after `n_frames` frames, for "--seconds S").
   With a semantic stream each frame's semantic id is one more row, first in the frame, drawn from
-  the semantic block: the model writes its plan of the frame before the frame's codes.
+  the semantic block: the model writes its plan of the frame before the frame's codes; with the
+  "prefix" placement it writes all n_frames semantic ids first, then the codes (AudioLM's order).
   With per-segment scales (encodec_48khz layouts) each segment opens with its 4 scale-byte
   tokens, the last of them kept to SCALE_TOP_BYTE_RANGE (a positive float32 in [2**-27, 2)),
   then that segment's frames: the layout `MultimodalTokenizer.codes_to_ids` writes.
@@ -22,7 +23,7 @@ import torch
 
 from mmtok.tokenizer.codes import SCALE_BYTES, SCALE_TOP_BYTE_RANGE
 from mmtok.tokenizer.layout import VocabLayout
-from mmtok.tokenizer.patterns import check_pattern, codebook_order
+from mmtok.tokenizer.patterns import check_pattern, check_semantic_placement, codebook_order
 
 
 class TextConstraint:
@@ -50,10 +51,13 @@ class AudioConstraint:
     segment_frames: layouts with scale tokens (encodec_48khz): the frames of each segment
         (`segment_frame_counts` of the audio length); each segment is 4 scale bytes, then its
         frames in `pattern` order. n_frames is then their sum.
+    semantic_placement: with a semantic stream, "frame" (each frame's id first in the frame) or
+        "prefix" (all n_frames ids before the codes; needs n_frames), as the tokenizer config says.
     """
 
     def __init__(self, layout: VocabLayout, n_codebooks: int | None = None, n_frames: int | None = None,
-                 pattern: str = "frame_major", segment_frames: list[int] | None = None):
+                 pattern: str = "frame_major", segment_frames: list[int] | None = None,
+                 semantic_placement: str = "frame"):
         self.k = layout.n_codebooks if n_codebooks is None else n_codebooks
         if not 0 < self.k <= layout.n_codebooks:
             raise ValueError(f"n_codebooks={n_codebooks} not in [1, {layout.n_codebooks}] for this layout")
@@ -69,6 +73,9 @@ class AudioConstraint:
             raise ValueError("segment_frames is for layouts with scale-byte tokens (encodec_48khz)")
         if pattern != "frame_major" and n_frames is None:
             raise ValueError(f"{pattern} audio needs a fixed n_frames (where codebook k goes depends on the length)")
+        prefix = bool(layout.n_semantic) and check_semantic_placement(semantic_placement) == "prefix"
+        if prefix and n_frames is None:
+            raise ValueError("semantic ids placed as a prefix need a fixed n_frames (the codes start after them)")
         if n_frames is not None and n_frames <= 0:
             raise ValueError(f"n_frames must be positive, got {n_frames}")
         self.n_frames = n_frames
@@ -86,11 +93,14 @@ class AudioConstraint:
         self.masks, self.blocks, self.eoa = masks, masks[:r], masks[r + 2]
         self.schedule = None  # fixed length: the mask of every step
         if n_frames is not None:
-            parts = []
+            parts = [torch.zeros(n_frames if prefix else 0, dtype=torch.int64)]  # row 0: the semantic prefix
             for frames in segment_frames or [n_frames]:
                 if segment_frames:
                     parts.append(torch.tensor([r] * (SCALE_BYTES - 1) + [r + 1]))
-                parts.append(torch.from_numpy(codebook_order(r, frames, pattern)))
+                if prefix:  # the codes alone under the pattern: rows 1..K
+                    parts.append(torch.from_numpy(codebook_order(self.k, frames, pattern) + 1))
+                else:
+                    parts.append(torch.from_numpy(codebook_order(r, frames, pattern)))
             parts.append(torch.tensor([r + 2]))
             self.schedule = torch.cat(parts)
 

@@ -64,7 +64,7 @@ def generate_codes_batch(
     else:
         n_frames = math.ceil(seconds * tokenizer.frame_rate)
     constraint = AudioConstraint(layout, n_codebooks=cfg.n_codebooks, n_frames=n_frames, pattern=cfg.serialization,
-                                 segment_frames=segment_frames)
+                                 segment_frames=segment_frames, semantic_placement=cfg.semantic_placement)
     prompts = [generate_prompt_ids(tokenizer, c, instruction) for c in captions]
     longest = max(map(len, prompts)) + constraint.max_new_tokens
     if longest > model.config.max_seq_len:

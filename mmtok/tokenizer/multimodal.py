@@ -13,8 +13,10 @@ A tokenizer directory is self-contained and loads in a fresh process:
 An audio segment in ids is `<soa> [serialized codes] <eoa>`; for codecs with per-segment scales
 (encodec_48khz) each 1 s segment is `4 scale-byte tokens (the float32's IEEE bytes) + its frames`,
 so ids -> codes -> waveform equals encodec's own decode exactly. With a semantic stream each frame
-is its semantic id, then its codes (one more row under the serialization pattern); decoding audio
-ignores the semantic ids, so the waveform is the same with or without them.
+is its semantic id, then its codes (one more row under the serialization pattern), or, with
+`semantic_placement="prefix"`, all the segment's semantic ids come first (after `<soa>`, before any
+scale bytes), then its codes; decoding audio ignores the semantic ids, so the waveform is the same
+with or without them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from mmtok.tokenizer.codec import FITTED_CONFIG, PRETRAINED, check_not_collapsed
 from mmtok.tokenizer.codes import SCALE_BYTES, AudioCodes, samples_for_segments, segment_frame_counts, segment_stride
 from mmtok.tokenizer.layout import LayoutMismatchError, Modality, VocabLayout
 from mmtok.tokenizer.loudness import LoudnessRule
-from mmtok.tokenizer.patterns import PartialFrameError, check_pattern, flatten, unflatten
+from mmtok.tokenizer.patterns import PartialFrameError, check_pattern, check_semantic_placement, flatten, unflatten
 from mmtok.tokenizer.semantic import WEIGHTS_FILE as SEMANTIC_WEIGHTS
 from mmtok.tokenizer.semantic import SemanticTokenizer
 from mmtok.tokenizer.text import TextTokenizer, train_sentencepiece
@@ -68,6 +70,8 @@ class TokenizerConfig:
     loudness: dict = field(default_factory=dict)  # the LoudnessRule every input is brought to ({}: none)
     semantic_path: str | None = None  # "semantic" when the tokenizer has a semantic stream, else None
     semantic_sha256: str | None = None  # sha256 of the copied semantic.safetensors
+    semantic_placement: str = "frame"  # "frame": each frame's semantic id beside its codes; "prefix":
+    #   all of a segment's semantic ids before its codes (AudioLM's order); patterns.SEMANTIC_PLACEMENTS
     layout_hash: str = ""  # hash of layout.json (checked on load)
 
 
@@ -129,14 +133,18 @@ class MultimodalTokenizer:
     def build(cls, text_files, codec: str, out, bandwidth: float | None = None, vocab_size: int = 8000,
               model_type: str = "bpe", serialization: str = "frame_major", n_codebooks: int | None = None,
               repository=None, overwrite: bool = False, loudness: str | LoudnessRule = DEFAULT_LOUDNESS,
-              semantic: SemanticTokenizer | str | os.PathLike | None = None) -> MultimodalTokenizer:
+              semantic: SemanticTokenizer | str | os.PathLike | None = None,
+              semantic_placement: str = "frame") -> MultimodalTokenizer:
         """Train SentencePiece, attach a codec, write a self-contained directory atomically.
 
         loudness: the rule inputs are brought to before encoding (`LoudnessRule` or "lufs:-23",
         "rms:-20", "none"); codecs that scale each segment themselves (encodec_48khz) take none.
         semantic: a fitted `SemanticTokenizer` (or its saved directory) whose ids join every audio
-        frame (see tokenizer/semantic.py); None: codes only."""
+        frame (see tokenizer/semantic.py); None: codes only.
+        semantic_placement: "frame" (the id beside each frame's codes) or "prefix" (a segment's ids
+        before its codes); see tokenizer/patterns.py."""
         check_pattern(serialization)
+        check_semantic_placement(semantic_placement)
         if semantic is not None and not isinstance(semantic, SemanticTokenizer):
             semantic = SemanticTokenizer.load(semantic)
         if semantic is not None and semantic.centres is None:
@@ -167,6 +175,7 @@ class MultimodalTokenizer:
                 semantic.save(tmp / SEMANTIC_DIR)
                 config.semantic_path = SEMANTIC_DIR
                 config.semantic_sha256 = sha256_file(tmp / SEMANTIC_DIR / SEMANTIC_WEIGHTS)
+                config.semantic_placement = semantic_placement
             text = TextTokenizer(tmp / TEXT_MODEL)
             layout = VocabLayout(text_size=text.size, n_codebooks=k, codebook_size=c.codebook_size,
                                  n_scale_tokens=256 if c.has_scales else 0,
@@ -214,6 +223,7 @@ class MultimodalTokenizer:
             raise ValueError(f"{path / CONFIG}: not an mmtok tokenizer config")
         raw.pop("version", None)
         config = TokenizerConfig(**raw)
+        check_semantic_placement(config.semantic_placement)
         layout = VocabLayout.load(path / LAYOUT)
         layout.require(config.layout_hash, f"{path / CONFIG}")
         codec_dir = None
@@ -344,12 +354,18 @@ class MultimodalTokenizer:
         if codes.n_codebooks < k:
             raise ValueError(f"codes have {codes.n_codebooks} codebooks, tokenizer needs {k}")
         ids = self.layout.audio_ids(codes.codes[:k])  # (k, T)
-        if self.layout.n_semantic:  # row 0: each frame's semantic id, serialized like a codebook
+        parts = [np.array([self.layout.soa_id])]
+        if self.layout.n_semantic:
             if codes.semantic is None:
                 raise ValueError("this tokenizer has a semantic stream and the codes carry no semantic ids "
                                  "(encode the audio with this tokenizer, or re-shard with it)")
-            ids = np.concatenate([self.layout.semantic_ids(codes.semantic)[None], ids])  # (1 + k, T)
-        parts = [np.array([self.layout.soa_id])]
+            semantic = self.layout.semantic_ids(codes.semantic)  # (T,)
+            if semantic.shape != (codes.n_frames,):
+                raise ValueError(f"{semantic.size} semantic ids for {codes.n_frames} frames")
+            if self.config.semantic_placement == "prefix":  # the whole plan first, then the codes
+                parts.append(semantic)
+            else:  # row 0: each frame's semantic id, serialized like a codebook
+                ids = np.concatenate([semantic[None], ids])  # (1 + k, T)
         if self.layout.n_scale_tokens:
             if codes.scales is None:
                 raise ValueError(f"codec {codes.codec} needs per-segment scales; codes have none")
@@ -383,9 +399,16 @@ class MultimodalTokenizer:
             bad = int(ids[mod != Modality.AUDIO][0])
             raise ValueError(f"{source}: non-audio id {bad} inside an audio segment")
         pattern, hop = self.config.serialization, self.config.hop
-        rows, lay = self.layout.rows_per_frame, self.layout
+        rows, lay, first_row, prefix = self.layout.rows_per_frame, self.layout, 0, None
+        if lay.n_semantic and self.config.semantic_placement == "prefix":
+            n = int(np.argmin(lay.is_semantic(ids))) if not lay.is_semantic(ids).all() else ids.size
+            prefix, ids = ids[:n] - lay.semantic_base, ids[n:]
+            if lay.is_semantic(ids).any():
+                raise PartialFrameError(f"{source}: a semantic id at audio token {n + int(np.argmax(lay.is_semantic(ids)))}"
+                                        f", after the codes began (this tokenizer puts a segment's semantic ids first)")
+            rows, first_row = lay.n_codebooks, 1
         if not lay.n_scale_tokens:
-            codes, semantic = self._split_rows(unflatten(ids, rows, pattern, lay, source))
+            codes, semantic = self._split_rows(unflatten(ids, rows, pattern, lay, source, first_row), prefix, source)
             return AudioCodes(codes, codes.shape[1] * hop, self.sample_rate, self.config.codec, semantic=semantic)
         is_scale = lay.is_scale(ids)
         starts = np.flatnonzero(is_scale & ~np.concatenate([[False], is_scale[:-1]]))
@@ -397,10 +420,11 @@ class MultimodalTokenizer:
             if head.size < SCALE_BYTES or not lay.is_scale(head).all() or lay.is_scale(body).any():
                 raise PartialFrameError(f"{source}: segment at token {s} does not start with {SCALE_BYTES} scale tokens")
             scales.append(np.frombuffer((head - lay.scale_base).astype(np.uint8).tobytes(), "<f4")[0])
-            block = unflatten(body, rows, pattern, lay, source)
+            block = unflatten(body, rows, pattern, lay, source, first_row)
             blocks.append(block)
             counts.append(block.shape[1])
-        codes, semantic = self._split_rows(np.concatenate(blocks, axis=1) if blocks else np.zeros((rows, 0), np.int64))
+        codes, semantic = self._split_rows(np.concatenate(blocks, axis=1) if blocks else np.zeros((rows, 0), np.int64),
+                                           prefix, source)
         try:
             n = samples_for_segments(counts, self.config.frames_per_segment, hop)
         except ValueError as e:
@@ -408,8 +432,15 @@ class MultimodalTokenizer:
         return AudioCodes(codes, n, self.sample_rate, self.config.codec, np.array(scales, np.float32),
                           self.config.frames_per_segment, semantic=semantic)
 
-    def _split_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(rows_per_frame, T) ids -> ((K, T) codes, (T,) semantic cluster ids or None)."""
+    def _split_rows(self, rows: np.ndarray, prefix: np.ndarray | None,
+                    source: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(R, T) parsed ids (+ the (T,) semantic cluster ids read as a prefix) -> ((K, T) codes,
+        (T,) semantic cluster ids or None)."""
+        if prefix is not None:
+            if prefix.size != rows.shape[1]:
+                raise PartialFrameError(f"{source}: {prefix.size} semantic ids before {rows.shape[1]} frames of codes "
+                                        "(a truncated or partial segment)")
+            return self.layout.code_of(rows), prefix
         if not self.layout.n_semantic:
             return self.layout.code_of(rows), None
         return self.layout.code_of(rows[1:]), rows[0] - self.layout.semantic_base

@@ -8,11 +8,16 @@
 
 Every pattern is a permutation of the K*T positions (`positions`), so flattening and parsing are
 exact inverses for any K and T. Keeping only the first k codebooks is done before serializing
-(`n_codebooks` option of the tokenizer). A layout with a semantic stream serializes K+1 rows per
-frame: row 0 the frame's semantic id, rows 1..K its codebooks (`VocabLayout.row_of`), under the
-same pattern. Ids carry their row, so parsing checks that every position holds the row the
-pattern puts there: a stream with a partial frame or shuffled codebooks is refused instead of
-being silently misread.
+(`n_codebooks` option of the tokenizer). Ids carry their row, so parsing checks that every
+position holds the row the pattern puts there: a stream with a partial frame or shuffled
+codebooks is refused instead of being silently misread.
+
+A layout with a semantic stream places each frame's semantic id (row 0; codebook k is row k+1,
+`VocabLayout.row_of`) in one of two ways (`SEMANTIC_PLACEMENTS`):
+- `frame`: beside each frame, as one more row under the pattern (K+1 rows per frame): a crop or
+  an open-ended generation always holds whole frames with their ids;
+- `prefix` (AudioLM's stages): all T semantic ids first, then the K codebooks under the pattern:
+  the model reads or writes the whole clip's plan before its acoustic tokens.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 from mmtok.tokenizer.layout import VocabLayout
 
 PATTERNS = ("frame_major", "coarse_first", "delay")
+SEMANTIC_PLACEMENTS = ("frame", "prefix")
 
 
 class PartialFrameError(ValueError):
@@ -32,6 +38,12 @@ def check_pattern(pattern: str) -> str:
     if pattern not in PATTERNS:
         raise ValueError(f"unknown serialization {pattern!r}; choose one of {PATTERNS}")
     return pattern
+
+
+def check_semantic_placement(placement: str) -> str:
+    if placement not in SEMANTIC_PLACEMENTS:
+        raise ValueError(f"unknown semantic placement {placement!r}; choose one of {SEMANTIC_PLACEMENTS}")
+    return placement
 
 
 def positions(n_codebooks: int, n_frames: int, pattern: str) -> tuple[np.ndarray, np.ndarray]:
@@ -60,22 +72,24 @@ def flatten(ids: np.ndarray, pattern: str) -> np.ndarray:
 
 
 def unflatten(stream: np.ndarray, n_rows: int, pattern: str, layout: VocabLayout,
-              source: str = "audio tokens") -> np.ndarray:
+              source: str = "audio tokens", first_row: int = 0) -> np.ndarray:
     """(R*T,) stream -> (R, T) ids, R = the rows per frame (`VocabLayout.row_of`: codebooks, and
-    the semantic id first when the layout has one); refuses partial frames and misplaced rows."""
+    the semantic id first when the layout has one and places it beside each frame); refuses
+    partial frames and misplaced rows. first_row: the row of the stream's row 0 (1 for the codes
+    of a layout whose semantic ids come first as a prefix)."""
     stream = np.asarray(stream, dtype=np.int64)
     k = n_rows
     if stream.size % k:
         raise PartialFrameError(f"{source}: {stream.size} audio tokens is not a whole number of "
                                 f"{k}-token frames ({stream.size % k} left over: a partial frame)")
     kk, tt = positions(k, stream.size // k, check_pattern(pattern))
-    found = layout.row_of(stream)
+    found = layout.row_of(stream) - first_row
     bad = np.flatnonzero(found != kk)
     if bad.size:
         i = bad[0]
         rows = "row 0 the semantic id, row k+1 codebook k" if layout.n_semantic else "row k codebook k"
-        raise PartialFrameError(f"{source}: frame {tt[i]} position {kk[i]} holds a row-{found[i]} token where "
-                                f"{pattern} puts row {kk[i]} ({rows}; misaligned or partial frame)")
+        raise PartialFrameError(f"{source}: frame {tt[i]} position {kk[i]} holds a row-{found[i] + first_row} token "
+                                f"where {pattern} puts row {kk[i] + first_row} ({rows}; misaligned or partial frame)")
     ids = np.empty((k, stream.size // k), dtype=np.int64)
     ids[kk, tt] = stream
     return ids
