@@ -59,7 +59,8 @@ def test_tokenizer_with_the_stream_round_trips_and_loads_in_a_fresh_process(
 
     ids = np.asarray(tok.codes_to_ids(codes))
     assert len(ids) == 2 + t * (k + 1) and len(plain.codes_to_ids(plain.encode_audio(f))) == 2 + t * k
-    assert tok.layout.is_semantic(ids[1 :: k + 1][:t]).all()  # frame_major: each frame opens with its id
+    assert tok.config.semantic_placement == "prefix"  # the default: the clip's ids, then its codes
+    assert tok.layout.is_semantic(ids[1 : 1 + t]).all() and not tok.layout.is_semantic(ids[1 + t :]).any()
     back = tok.ids_to_codes(ids)
     np.testing.assert_array_equal(back.codes, codes.codes)
     np.testing.assert_array_equal(back.semantic, codes.semantic)
@@ -92,37 +93,44 @@ def test_tokenizer_with_the_stream_round_trips_and_loads_in_a_fresh_process(
         MultimodalTokenizer.from_pretrained(broken)
 
 
-def test_prefix_placement_puts_a_clips_ids_before_its_codes(semantic_tokenizer_dir, fitted_codec_dir, caption_file,
-                                                           real_audio_files, capsys, tmp_path):
+def test_the_two_placements_hold_the_same_ids_in_their_orders(semantic_tokenizer_dir, fitted_codec_dir, caption_file,
+                                                               real_audio_files, capsys, tmp_path):
     from dataclasses import replace
 
     from mmtok.generate.constraints import AudioConstraint
 
-    frame = MultimodalTokenizer.from_pretrained(semantic_tokenizer_dir)
+    prefix = MultimodalTokenizer.from_pretrained(semantic_tokenizer_dir)  # built with the default placement
     capsys.readouterr()
     assert main(["tokenizer", "build", "--text", str(caption_file), "--codec", str(fitted_codec_dir),
                  "--vocab-size", "512", "--out", str(tmp_path / "tok"), "--semantic",
-                 str(semantic_tokenizer_dir / "semantic"), "--semantic-placement", "prefix"]) == 0  # fmt: skip
-    assert json.loads(capsys.readouterr().out)["semantic"]["placement"] == "prefix"
-    prefix = MultimodalTokenizer.from_pretrained(tmp_path / "tok")
+                 str(semantic_tokenizer_dir / "semantic"), "--semantic-placement", "frame"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["semantic"]["placement"] == "frame"
+    frame = MultimodalTokenizer.from_pretrained(tmp_path / "tok")
     assert prefix.config.semantic_placement == "prefix" and frame.config.semantic_placement == "frame"
     assert prefix.layout == frame.layout  # the placement is serialization, not vocabulary: shards serve both
 
-    codes = frame.encode_audio(real_audio_files[0])
+    codes = prefix.encode_audio(real_audio_files[0])
     k, t, lay = codes.n_codebooks, codes.n_frames, prefix.layout
-    for pattern in PATTERNS:
-        tok = MultimodalTokenizer(prefix.text, lay, replace(prefix.config, serialization=pattern),
-                                  prefix.codec_dir, semantic=prefix.semantic)
-        ids = np.asarray(tok.codes_to_ids(codes))
-        np.testing.assert_array_equal(ids[1 : 1 + t], lay.semantic_ids(codes.semantic))  # the plan first
-        assert len(ids) == 2 + t * (k + 1) and not lay.is_semantic(ids[1 + t :]).any()
-        np.testing.assert_array_equal(np.sort(ids), np.sort(frame.codes_to_ids(codes)))  # same ids, other order
-        back = tok.ids_to_codes(ids)
-        np.testing.assert_array_equal(back.codes, codes.codes)
-        np.testing.assert_array_equal(back.semantic, codes.semantic)
-        constraint = AudioConstraint(lay, n_frames=t, pattern=pattern, semantic_placement="prefix")
-        assert constraint.max_new_tokens == len(ids) - 1  # what generation writes after <soa> is exactly this
-        assert all(bool(constraint.allowed(i, None)[x]) for i, x in enumerate(ids[1:]))
+    for base in (prefix, frame):
+        placement = base.config.semantic_placement
+        for pattern in PATTERNS:
+            tok = MultimodalTokenizer(base.text, lay, replace(base.config, serialization=pattern),
+                                      base.codec_dir, semantic=base.semantic)
+            ids = np.asarray(tok.codes_to_ids(codes))
+            assert len(ids) == 2 + t * (k + 1)
+            rows = lay.row_of(ids[1:-1])
+            if placement == "prefix":  # the clip's plan first, then its codes alone under the pattern
+                np.testing.assert_array_equal(ids[1 : 1 + t], lay.semantic_ids(codes.semantic))
+                assert (rows[t:] > 0).all()
+            elif pattern == "frame_major":  # each frame opens with its id
+                np.testing.assert_array_equal(rows, np.tile(np.arange(k + 1), t))
+            np.testing.assert_array_equal(np.sort(ids), np.sort(prefix.codes_to_ids(codes)))  # same ids, other order
+            back = tok.ids_to_codes(ids)
+            np.testing.assert_array_equal(back.codes, codes.codes)
+            np.testing.assert_array_equal(back.semantic, codes.semantic)
+            constraint = AudioConstraint(lay, n_frames=t, pattern=pattern, semantic_placement=placement)
+            assert constraint.max_new_tokens == len(ids) - 1  # what generation writes after <soa> is exactly this
+            assert all(bool(constraint.allowed(i, None)[x]) for i, x in enumerate(ids[1:]))
 
     ids = prefix.codes_to_ids(codes)
     late = [*ids[:1], *ids[2 : 2 + t], ids[1], *ids[2 + t :]]  # one semantic id moved after the codes began

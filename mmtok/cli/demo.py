@@ -43,12 +43,13 @@ def register(sub) -> None:
                    help="also build, train and report question answering, time-stamped and playlist captions "
                         "(default: off, captions and text -> music only)")
     p.add_argument("--semantic", action=argparse.BooleanOptionalAction, default=d.semantic,
-                   help="add the semantic stream (k-means ids of chroma + onset features beside the codes, "
+                   help="add the semantic stream (k-means ids of chroma + onset features with the codes, "
                         "fitted on the train audio; default: off)")
     p.add_argument("--semantic-clusters", type=int, default=d.semantic_clusters,
                    help=f"the semantic stream's k-means size (default {d.semantic_clusters})")
     p.add_argument("--semantic-placement", default=d.semantic_placement, choices=SEMANTIC_PLACEMENTS,
-                   help="the semantic ids beside each frame's codes (frame, default) or before them (prefix)")
+                   help=f"the semantic ids before the codes (prefix) or beside each frame's (frame); "
+                        f"default {d.semantic_placement}")
     p.add_argument("--prompt", default=d.generate_prompt, help="text prompt for the generated audio sample")
     p.add_argument("overrides", nargs="*", help="dotted training overrides, e.g. model.n_layers=4")
     p.set_defaults(func=run)

@@ -41,9 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--semantic-features", default="chroma+flux",
                    help="spectral feature parts joined by '+': chroma, logfreq, flux, mfcc")
     p.add_argument("--semantic-seed", type=int, default=0, help="k-means seeding and frame subsample")
-    p.add_argument("--semantic-placement", default="frame", choices=SEMANTIC_PLACEMENTS,
-                   help="where the semantic ids go: frame (each beside its frame's codes, default) or prefix "
-                        "(all of a clip's ids before its codes, AudioLM's order)")
+    p.add_argument("--semantic-placement", default="prefix", choices=SEMANTIC_PLACEMENTS,
+                   help="where the semantic ids go: prefix (all of a clip's ids before its codes, AudioLM's order; "
+                        "default) or frame (each beside its frame's codes)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_build)
 

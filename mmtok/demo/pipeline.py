@@ -91,11 +91,11 @@ class DemoConfig:
     #   captions and text -> music (the mix: the preset's data.templates.mix_*), and report on them.
     #   Off by default: in the same 30 minutes the mix lowers the captions' family accuracy
     #   (0.46 vs 0.60, 2026-12-01, docs/results.md), and captions are what the demo is for
-    #   (a semantic stream beside the codes, below, is off for the same reason)
+    #   (the semantic stream, below, is off for the same reason: it costs family on held-out music)
     semantic: bool = False  # add the semantic stream (k-means ids of chroma + onset features, one per
-    #   frame beside the codes; mmtok/tokenizer/semantic.py), fitted on the train audio
+    #   frame, with the codes; mmtok/tokenizer/semantic.py), fitted on the train audio
     semantic_clusters: int = 256  # its k-means size (the vocabulary's semantic block)
-    semantic_placement: str = "frame"  # its ids beside each frame's codes, or all first ("prefix")
+    semantic_placement: str = "prefix"  # its ids all before the codes, or beside each frame's ("frame")
     overrides: list[str] = field(default_factory=list)  # extra dotted overrides for training
     generate_prompt: str = "a slow piano piece in D minor, in 3/4"  # text for the generated sample
     generate_seconds: float = 4.0  # length of the generated sample
@@ -286,9 +286,8 @@ class DemoPipeline:
             "tasks": {"tasks": c.tasks, "seed": c.seed, **TASK_DATA},
             "tokenizer": {"bandwidth": c.bandwidth, "n_codebooks": c.n_codebooks, "vocab_size": c.vocab_size,
                           "loudness": c.loudness}
-                         | ({"semantic_clusters": c.semantic_clusters} if c.semantic else {})
-                         | ({"semantic_placement": c.semantic_placement}
-                            if c.semantic and c.semantic_placement != "frame" else {}),
+                         | ({"semantic_clusters": c.semantic_clusters, "semantic_placement": c.semantic_placement}
+                            if c.semantic else {}),
             "shards": {},
             "train": {"config": c.config, "overrides": self.train_overrides()},
             "eval": {},

@@ -71,7 +71,8 @@ class TokenizerConfig:
     semantic_path: str | None = None  # "semantic" when the tokenizer has a semantic stream, else None
     semantic_sha256: str | None = None  # sha256 of the copied semantic.safetensors
     semantic_placement: str = "frame"  # "frame": each frame's semantic id beside its codes; "prefix":
-    #   all of a segment's semantic ids before its codes (AudioLM's order); patterns.SEMANTIC_PLACEMENTS
+    #   all of a segment's semantic ids before its codes (AudioLM's order; what `build` writes by default).
+    #   "frame" here reads directories written before the field existed; patterns.SEMANTIC_PLACEMENTS
     layout_hash: str = ""  # hash of layout.json (checked on load)
 
 
@@ -134,15 +135,15 @@ class MultimodalTokenizer:
               model_type: str = "bpe", serialization: str = "frame_major", n_codebooks: int | None = None,
               repository=None, overwrite: bool = False, loudness: str | LoudnessRule = DEFAULT_LOUDNESS,
               semantic: SemanticTokenizer | str | os.PathLike | None = None,
-              semantic_placement: str = "frame") -> MultimodalTokenizer:
+              semantic_placement: str = "prefix") -> MultimodalTokenizer:
         """Train SentencePiece, attach a codec, write a self-contained directory atomically.
 
         loudness: the rule inputs are brought to before encoding (`LoudnessRule` or "lufs:-23",
         "rms:-20", "none"); codecs that scale each segment themselves (encodec_48khz) take none.
         semantic: a fitted `SemanticTokenizer` (or its saved directory) whose ids join every audio
         frame (see tokenizer/semantic.py); None: codes only.
-        semantic_placement: "frame" (the id beside each frame's codes) or "prefix" (a segment's ids
-        before its codes); see tokenizer/patterns.py."""
+        semantic_placement: "prefix" (a segment's ids before its codes; measured the better of the
+        two, docs/results.md) or "frame" (the id beside each frame's codes); tokenizer/patterns.py."""
         check_pattern(serialization)
         check_semantic_placement(semantic_placement)
         if semantic is not None and not isinstance(semantic, SemanticTokenizer):
