@@ -74,6 +74,7 @@ def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, 
     assert tasks["qa"]["n_questions"] == 7 * len(test_items)  # one per fact and a description, every test clip
     assert 0.0 <= tasks["qa"]["attributes_by_type"]["family"]["accuracy"] <= 1.0
     assert tasks["segments"]["items"] > 0 and tasks["segments"]["baseline"]["sections"] >= 2
+    assert set(tasks["segments"]["recaptioned"]) == {"section_caption_metrics", "section_attributes"}
     t2a = tasks["retrieval"]["directions"]["text2audio"]
     assert t2a["metrics"]["candidates"] == len(test_items) and t2a["random"]["R@1"] == pytest.approx(1 / len(test_items))
     assert tasks["playlist"]["n_playlists"] > 0 and "set_attributes" in tasks["playlist"]

@@ -358,6 +358,16 @@ def test_timestamps_and_playlist_through_cli(task_run, task_data, capsys):
     assert rc == 0, err
     row = json.loads(out)
     assert row["segments"] == parse_segments(row["caption"]) and isinstance(row["segments"], list)
+    # Recaptioned: the same stamps (greedy decoding writes the same stamped caption), each section's
+    # text the caption of its own audio.
+    rc, out, err = run_cli(capsys, "caption", "--checkpoint", task_run, seg["audio"], "--timestamps",
+                           "--section-text", "recaption", "--max-new-tokens", "40")
+    assert rc == 0, err
+    again = json.loads(out)
+    assert again["caption"] == row["caption"]
+    assert [(s["start_s"], s["end_s"]) for s in again["segments"]] == [(s["start_s"], s["end_s"]) for s in row["segments"]]
+    rc, out, err = run_cli(capsys, "caption", "--checkpoint", task_run, seg["audio"], "--section-text", "recaption")
+    assert rc == 2 and out == "" and "--section-text needs --timestamps" in err
     pl = read_manifest(task_data / "test_playlist.jsonl")[0]
     rc, out, err = run_cli(capsys, "caption", "--checkpoint", task_run, "--playlist", *pl["audios"], "--json",
                            "--max-new-tokens", "24")
@@ -369,6 +379,45 @@ def test_timestamps_and_playlist_through_cli(task_run, task_data, capsys):
                            "--max-new-tokens", "500")
     assert rc == 2 and out == "" and "playlist over the context budget: 8 clips" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_recaptioned_sections_are_the_captions_of_their_own_audio(task_run, task_data):
+    from mmtok.data.templates import crop_codes, section_codes
+    from mmtok.generate.captioner import CaptionConfig, Captioner
+    from mmtok.generate.sampling import GenerationConfig
+
+    captioner = Captioner.from_checkpoint(task_run, CaptionConfig(generation=GenerationConfig(max_new_tokens=12,
+                                                                                             greedy=True)))
+    tok = captioner.tokenizer
+    codes = captioner.encode(read_manifest(task_data / "test_segments.jsonl")[0]["audio"])
+    fr, hop, end = tok.frame_rate, tok.config.hop, codes.duration
+    sections = [{"start_s": 0.0, "end_s": 0.8, "text": "a"}, {"start_s": 0.8, "end_s": end + 3.0, "text": "b"},
+                {"start_s": end + 3.0, "end_s": end + 5.0, "text": "past the end"}]
+    cut = int(0.8 * fr)
+    crops = [crop_codes(codes, 0, round(0.8 * fr), hop), crop_codes(codes, cut, codes.n_frames - cut, hop)]
+    assert np.array_equal(section_codes(codes, 0.8, end + 3.0, hop).codes, codes.codes[:, cut:])
+    assert section_codes(codes, end + 3.0, end + 5.0, hop) is None
+    [out] = captioner.recaption_sections([codes], [sections])
+    assert [s["text"] for s in out] == captioner.caption_codes(crops) + ["past the end"]
+    assert [(s["start_s"], s["end_s"]) for s in out] == [(s["start_s"], s["end_s"]) for s in sections]
+    assert sections[0]["text"] == "a"  # the stamped sections are left as they were
+    with pytest.raises(ValueError, match="section_text must be one of"):
+        Captioner(captioner.model, tok, CaptionConfig(section_text="both"))
+
+
+def test_a_section_of_segmented_codes_starts_at_the_segment_it_starts_in():
+    """encodec_48khz-style codes (scaled segments, 1% overlap): a section keeps whole segments with
+    their scales, from the one its start lies in."""
+    from mmtok.data.templates import section_codes
+    from mmtok.tokenizer.codes import AudioCodes, segment_frame_counts, segment_stride
+
+    sr, hop, fps = 1000, 10, 100  # 1 s segments of 100 frames, stride 990 samples
+    n_samples = 3500
+    counts = segment_frame_counts(n_samples, fps, hop)
+    codes = AudioCodes(np.arange(sum(counts))[None], n_samples, sr, "seg", np.arange(len(counts)) + 1.0, fps)
+    crop = section_codes(codes, 2.2, 3.5, hop)  # starts in segment 2 (from 1.98 s)
+    assert crop.scales.tolist() == [3.0, 4.0] and crop.n_samples == n_samples - 2 * segment_stride(fps, hop)
+    assert crop.codes[0, 0] == sum(counts[:2])  # the first frame of segment 2
 
 
 def test_retrieve_and_eval_tasks_report_every_task(task_run, task_corpus, task_data, tmp_path, capsys):
@@ -400,6 +449,7 @@ def test_retrieve_and_eval_tasks_report_every_task(task_run, task_corpus, task_d
     assert set(qa["attributes_by_type"]) == {"instrument", "family", "tempo_class", "key", "mode", "meter"}
     assert "BLEU-4" in qa["answer_metrics"] and qa["n_free_form"] > 0
     assert 0 <= rep["segments"]["sections_right"] <= 1 and "section_caption_metrics" in rep["segments"]
+    assert "section_caption_metrics" in rep["segments"]["recaptioned"]
     assert "tempo_class" in rep["playlist"]["set_attributes"]
     assert rep["retrieval"]["directions"]["text2audio"]["metrics"]["queries"] == 6
     assert rep["music"]["n"] == 2 and "round_trip_attributes" in rep["music"]

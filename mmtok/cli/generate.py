@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 
+from mmtok.data.tasks import SECTION_TEXTS
+
 
 def add_checkpoint_flags(p) -> None:
     p.add_argument("--checkpoint", required=True, metavar="DIR",
@@ -60,6 +62,7 @@ def caption_config(args):
     from mmtok.generate.captioner import CaptionConfig
 
     return CaptionConfig(seconds=args.seconds, instruction=args.instruction, batch_size=args.batch_size,
+                         section_text=getattr(args, "section_text", None) or "joint",
                          generation=generation_config(args, args.max_new_tokens))
 
 
@@ -87,6 +90,9 @@ def register(subparsers) -> None:
                       help="a time-stamped caption per file (`0:00-0:05 ...`), its sections as JSON")
     mode.add_argument("--playlist", action="store_true",
                       help="one caption of all the files together (2 to 8 clips, each an equal share of the context)")
+    p.add_argument("--section-text", choices=SECTION_TEXTS, default=None,
+                   help="with --timestamps, what each section says: 'joint', the text written beside the stamps "
+                        "(default), or 'recaption', the caption of the section's own audio (one more pass)")
     add_caption_flags(p)
     p.set_defaults(func=run_caption)
 
@@ -128,6 +134,8 @@ def run_caption(args) -> int:
         raise CLIError("--seconds and --windows exclude each other")
     if args.windows is not None and (args.timestamps or args.playlist):
         raise CLIError("--windows excludes --timestamps and --playlist")
+    if args.section_text is not None and not args.timestamps:
+        raise CLIError("--section-text needs --timestamps")
     check_audio_files(args.audio)
     if args.playlist:
         with user_errors():

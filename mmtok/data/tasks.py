@@ -20,6 +20,11 @@ import re
 
 TASKS = ("caption", "qa", "segments", "playlist")
 PLAYLIST_SIZE = (2, 8)  # clips per playlist, inclusive
+# What a time-stamped section says at inference: "joint", the text the model writes beside the stamps
+# (one pass); "recaption", the model's single-clip caption of the section's own audio (one more pass
+# over the sections the stamps delimit: the stamps place the boundaries, the caption task names
+# what is there).
+SECTION_TEXTS = ("joint", "recaption")
 
 
 class TaskItemError(ValueError):

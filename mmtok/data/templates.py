@@ -284,6 +284,21 @@ def crop_codes(codes: AudioCodes, start: int, n_frames: int, hop: int) -> AudioC
                       semantic=None if codes.semantic is None else codes.semantic[start:end])
 
 
+def section_codes(codes: AudioCodes, start_s: float, end_s: float, hop: int) -> AudioCodes | None:
+    """The codes of the seconds [start_s, end_s) of `codes` (None when that holds none of their
+    frames). Codes with per-segment scales (encodec_48khz) start at the segment `start_s` lies in."""
+    start_s, end_s = max(0.0, start_s), min(codes.duration, end_s)
+    if end_s <= start_s:
+        return None
+    sr = codes.sample_rate
+    if codes.scales is not None:
+        stride = segment_stride(codes.frames_per_segment, hop)
+        first = int(start_s * sr) // stride
+        return crop_segments(codes, first, round(end_s * sr) - first * stride, hop)
+    start = min(int(start_s * sr / hop), codes.n_frames - 1)
+    return crop_codes(codes, start, max(1, round(end_s * sr / hop) - start), hop)
+
+
 def random_crop(codes: AudioCodes, n_frames: int, hop: int, rng: np.random.Generator) -> AudioCodes:
     """A crop of at most `n_frames` frames at a random start: any frame, or for codes with
     per-segment scales any segment from which the crop's whole length is still audio."""

@@ -151,7 +151,7 @@ def task_headlines(tasks: dict) -> dict:
     """The measures of the task report (eval/tasks.json) without its per-item lists."""
     keep = {"qa": ("n_items", "n_questions", "exact_match", "exact_match_by_type", "attributes_by_type", "answer_metrics"),
             "segments": ("items", "sections_right", "boundary_mae_s", "boundary_mae_s_count_right", "unparsed",
-                         "baseline", "section_attributes", "section_caption_metrics"),
+                         "baseline", "section_attributes", "section_caption_metrics", "recaptioned"),
             "playlist": ("n_playlists", "caption_metrics", "set_attributes"),
             "retrieval": ("seconds_per_clip",),
             "music": ("n", "seconds", "round_trip_attributes")}

@@ -14,6 +14,9 @@ sections and compared with the item's `segments`:
   (a section in the manifest may carry the facts the grammar scores, e.g. `family`, `tempo_class`);
 - **caption metrics per section**: the matched text against the section's text (an unmatched
   section is scored against an empty prediction);
+- both for each section's text as the model writes it beside the stamps (`joint`) and for the
+  caption of the predicted section's own audio (`recaptioned`: `Captioner.recaption_sections`),
+  the two `section_text` settings of the captioner, from one pass of stamps;
 - **baseline**: the same measures for a segmentation that ignores the audio (the most common true
   number of sections, of equal length).
 """
@@ -79,13 +82,27 @@ def trivial_baseline(trues: Sequence[Sequence[dict]], durations: Sequence[float]
     return {"sections": n, **segment_metrics([even_sections(n, d) for d in durations], trues, durations)}
 
 
+def section_scores(preds: Sequence[Sequence[dict]], trues: Sequence[Sequence[dict]],
+                   grammar: CaptionGrammar | None, meteor: bool) -> dict:
+    """Caption metrics (and attributes, with a grammar) of the predicted section that overlaps
+    each true section most, against that section."""
+    pairs = [(m, t) for p, ts in zip(preds, trues) for m, t in zip(match_sections(p, ts), ts)]
+    texts = [m["text"] if m else "" for m, _ in pairs]
+    out = {"section_caption_metrics": caption_metrics(texts, [t["text"] for _, t in pairs], meteor=meteor).corpus}
+    if grammar is not None:
+        out["section_attributes"] = {k: v.to_dict() for k, v in grammar.score(texts, [t for _, t in pairs]).items()}
+    return out
+
+
 def evaluate_segments(captioner, manifest, grammar: CaptionGrammar | None = None, limit: int | None = None,
                       meteor: bool = True) -> dict:
     items = task_items(manifest, "segments", limit)
     t0 = time.perf_counter()
     codes, kept, skipped = encode_items(items, lambda item: captioner.encode(item["audio"]), manifest, "segments")
-    outputs = captioner.timestamps_codes(codes)
+    outputs = captioner.timestamps_codes(codes, "joint")
     elapsed = time.perf_counter() - t0
+    recaptioned = captioner.recaption_sections(codes, [segs for _, segs in outputs])
+    elapsed_recaption = time.perf_counter() - t0 - elapsed
     fr = captioner.tokenizer.frame_rate
     # Only the seconds the model heard are scored: sections are cut to the encoded prefix.
     trues, durations = [], []
@@ -97,13 +114,10 @@ def evaluate_segments(captioner, manifest, grammar: CaptionGrammar | None = None
     preds = [segs for _, segs in outputs]
     report = {"manifest": str(manifest), **segment_metrics(preds, trues, durations),
               "baseline": trivial_baseline(trues, durations)}
-    pairs = [(m, t) for p, ts in zip(preds, trues) for m, t in zip(match_sections(p, ts), ts)]
-    texts = [m["text"] if m else "" for m, _ in pairs]
-    report["section_caption_metrics"] = caption_metrics(texts, [t["text"] for _, t in pairs], meteor=meteor).corpus
-    if grammar is not None:
-        report["section_attributes"] = {k: v.to_dict() for k, v in grammar.score(texts, [t for _, t in pairs]).items()}
-    report["timing_s"] = {"caption": round(elapsed, 2)}
-    report["samples"] = [{"audio": item["audio"], "caption": text, "predicted": p, "true": t}
-                         for item, (text, p), t in zip(kept, outputs, trues)]
+    report.update(section_scores(preds, trues, grammar, meteor))
+    report["recaptioned"] = section_scores(recaptioned, trues, grammar, meteor)
+    report["timing_s"] = {"caption": round(elapsed, 2), "recaption": round(elapsed_recaption, 2)}
+    report["samples"] = [{"audio": item["audio"], "caption": text, "predicted": p, "recaptioned": r, "true": t}
+                         for item, (text, p), r, t in zip(kept, outputs, recaptioned, trues)]
     report["skipped"] = skipped
     return report

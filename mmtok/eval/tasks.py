@@ -99,9 +99,16 @@ def markdown_tasks(report: dict) -> str:
         lines += ["## Time-stamped captions", "", f"{s['items']} items: section count right {s['sections_right']:.3f}, "
                   f"boundary error {mae}, unparsed {s['unparsed']}. Trivial segmentation ({b['sections']} equal "
                   f"sections): count right {b['sections_right']:.3f}, boundary error {b_mae}.", ""]
-        if s.get("section_attributes"):
-            lines += _rows(s["section_attributes"]) + [""]
-        lines += ["Sections: " + ", ".join(f"{k} {v:.3f}" for k, v in s["section_caption_metrics"].items()), ""]
+        for title, scores in (("Each section's text as written beside the stamps", s),
+                              ("Each section captioned on its own audio (`--section-text recaption`)",
+                               s.get("recaptioned"))):
+            if scores is None:
+                continue
+            lines += [f"{title}:", ""]
+            if scores.get("section_attributes"):
+                lines += _rows(scores["section_attributes"]) + [""]
+            lines += ["Sections: " + ", ".join(f"{k} {v:.3f}" for k, v in scores["section_caption_metrics"].items()),
+                      ""]
     if "playlist" in report:
         p = report["playlist"]
         lines += ["## Playlist captions", "", f"{p['n_playlists']} playlists: "

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from mmtok.checkpoint import load_for_inference, resolve_checkpoint
-from mmtok.data.tasks import PLAYLIST_SIZE, parse_segments
+from mmtok.data.tasks import PLAYLIST_SIZE, SECTION_TEXTS, parse_segments
 from mmtok.data.templates import (
     caption_prompt_ids,
     crop_codes,
     frames_that_fit,
     playlist_prompt_ids,
+    section_codes,
     segments_prompt_ids,
     text_prompt_ids,
 )
@@ -58,6 +59,7 @@ class CaptionConfig:
     #                             the training documents' length, data.seq_len + 1, if shorter)
     instruction: str | None = None  # optional instruction after <task_caption> (training used none half the time)
     batch_size: int = 8  # prompts decoded together (left-padded to one length)
+    section_text: str = "joint"  # time-stamped captions: what each section says (SECTION_TEXTS)
     generation: GenerationConfig = field(
         default_factory=lambda: GenerationConfig(max_new_tokens=96, greedy=True)
     )  # decoding: greedy by default, so evaluation is deterministic
@@ -84,6 +86,8 @@ class Captioner:
         self.tokenizer = tokenizer
         self.config = config or CaptionConfig()
         self.config.generation.validate()
+        if self.config.section_text not in SECTION_TEXTS:
+            raise ValueError(f"section_text must be one of {SECTION_TEXTS}, got {self.config.section_text!r}")
         if self.config.batch_size < 1 or self.config.generation.max_new_tokens < 1:
             raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {self.config.batch_size} "
                              f"and {self.config.generation.max_new_tokens}")
@@ -191,11 +195,31 @@ class Captioner:
         return self.texts(self.continue_prompts(prompts))
 
     # ---- time-stamped captions and playlists ----------------------------------------------------
-    def timestamps_codes(self, codes: Sequence[AudioCodes]) -> list[tuple[str, list[dict]]]:
-        """(stamped caption, its sections [{start_s, end_s, text}]) of already-encoded audio."""
+    def timestamps_codes(self, codes: Sequence[AudioCodes],
+                         section_text: str | None = None) -> list[tuple[str, list[dict]]]:
+        """(stamped caption, its sections [{start_s, end_s, text}]) of already-encoded audio; each
+        section's text as `section_text` (default: the config's) says."""
         tok = self.tokenizer
         texts = self.generate_text([segments_prompt_ids(tok, tok.codes_to_ids(c)) for c in codes])
-        return [(t, parse_segments(t)) for t in texts]
+        sections = [parse_segments(t) for t in texts]
+        if (section_text or self.config.section_text) == "recaption":
+            sections = self.recaption_sections(codes, sections)
+        return list(zip(texts, sections))
+
+    def recaption_sections(self, codes: Sequence[AudioCodes], sections: Sequence[Sequence[dict]]) -> list[list[dict]]:
+        """`sections` (per input, as stamped) with each text replaced by the caption of the section's
+        own audio; a section that holds no audio (stamped past the end) keeps its text."""
+        out = [[dict(s) for s in secs] for secs in sections]
+        where, crops = [], []
+        for i, (c, secs) in enumerate(zip(codes, out)):
+            for j, s in enumerate(secs):
+                crop = section_codes(c, float(s["start_s"]), float(s["end_s"]), self.tokenizer.config.hop)
+                if crop is not None:
+                    where.append((i, j))
+                    crops.append(crop)
+        for (i, j), text in zip(where, self.caption_codes(crops)):
+            out[i][j]["text"] = text
+        return out
 
     def caption_timestamps(self, audio, sample_rate: int | None = None) -> list[dict]:
         """The sections of one input as the model stamps them: [{start_s, end_s, text}] (its first
