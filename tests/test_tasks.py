@@ -403,6 +403,8 @@ def test_recaptioned_sections_are_the_captions_of_their_own_audio(task_run, task
     assert sections[0]["text"] == "a"  # the stamped sections are left as they were
     with pytest.raises(ValueError, match="section_text must be one of"):
         Captioner(captioner.model, tok, CaptionConfig(section_text="both"))
+    with pytest.raises(ValueError, match="section_text must be one of"):
+        captioner.timestamps_codes([codes], "both")
 
 
 def test_a_section_of_segmented_codes_starts_at_the_segment_it_starts_in():

@@ -199,10 +199,13 @@ class Captioner:
                          section_text: str | None = None) -> list[tuple[str, list[dict]]]:
         """(stamped caption, its sections [{start_s, end_s, text}]) of already-encoded audio; each
         section's text as `section_text` (default: the config's) says."""
+        section_text = section_text or self.config.section_text
+        if section_text not in SECTION_TEXTS:
+            raise ValueError(f"section_text must be one of {SECTION_TEXTS}, got {section_text!r}")
         tok = self.tokenizer
         texts = self.generate_text([segments_prompt_ids(tok, tok.codes_to_ids(c)) for c in codes])
         sections = [parse_segments(t) for t in texts]
-        if (section_text or self.config.section_text) == "recaption":
+        if section_text == "recaption":
             sections = self.recaption_sections(codes, sections)
         return list(zip(texts, sections))
 
