@@ -62,7 +62,7 @@ def caption_config(args):
     from mmtok.generate.captioner import CaptionConfig
 
     return CaptionConfig(seconds=args.seconds, instruction=args.instruction, batch_size=args.batch_size,
-                         section_text=getattr(args, "section_text", None) or "joint",
+                         section_text=getattr(args, "section_text", None) or CaptionConfig.section_text,
                          generation=generation_config(args, args.max_new_tokens))
 
 
