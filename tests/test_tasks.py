@@ -212,6 +212,31 @@ def test_caption_items_draw_the_same_under_any_task_mix_and_qa_loss_is_on_answer
     assert ids[: len(prompt)] == prompt
 
 
+def test_qa_turns_trains_one_answer_per_document_on_the_inference_prompt(tokenizer, real_audio_files):
+    codes = tokenizer.encode_audio(real_audio_files[0])
+    lay = tokenizer.layout
+    turns = [{"q": "What instrument is playing?", "a": "Piano."}, {"q": "Major or minor?", "a": "Minor."},
+             {"q": "What is the tempo?", "a": "Slow."}]
+    cfg = TemplateConfig(qa_turns=1)
+    answered = set()
+    for seed in range(12):
+        ids = qa_document(tokenizer, codes, turns, np.random.default_rng(seed), cfg, 300).ids.tolist()
+        assert ids.count(lay.id_of(SEP)) == 1 and ids.count(lay.eos_id) == 1 and ids[-1] == lay.eos_id
+        eoa = ids.index(lay.eoa_id)
+        sep = ids.index(lay.id_of(SEP))
+        question = tokenizer.decode_text(ids[eoa + 1 : sep])
+        answer = tokenizer.decode_text(ids[sep + 1 : -1]).strip()
+        turn = next(t for t in turns if t["q"] == question)
+        assert answer == turn["a"]  # its own answer, no other turn's text beside it
+        assert ids[: sep + 1] == qa_prompt_ids(tokenizer, ids[2 : eoa + 1], question)
+        answered.add(question)
+    assert answered == {t["q"] for t in turns}  # the turn is drawn, not always the first
+    two = qa_document(tokenizer, codes, turns, np.random.default_rng(0), TemplateConfig(qa_turns=2), 300)
+    assert two.ids.tolist().count(lay.id_of(SEP)) == 2
+    with pytest.raises(ValueError, match="qa_turns must be >= 0"):
+        TemplateConfig(qa_turns=-1)
+
+
 def test_packed_batches_hold_every_task(task_shards, tokenizer):
     from mmtok.data.loader import DataConfig
 

@@ -108,12 +108,18 @@ class TemplateConfig:
     mix_qa: float = 1.0  #        (1: always, no random number drawn; 0: never): the share of each
     mix_segments: float = 1.0  #  task's items in training. qa and playlist items use their own
     mix_playlist: float = 1.0  #  template only
+    qa_turns: int = 0  # turns of a qa item one document trains, drawn at random (0: all that fit, in a
+    #                    random order). Fact questions about one clip give each other's answers away
+    #                    (the instrument names the family, the key the mode); 1 trains every answer on
+    #                    the audio alone, as `mmtok ask` asks each question
 
     def __post_init__(self):
         if not 0.0 < self.min_audio_share <= 1.0:
             raise ValueError(f"min_audio_share must be in (0, 1], got {self.min_audio_share}")
         if self.p_segments < 0:
             raise ValueError(f"p_segments must be >= 0, got {self.p_segments}")
+        if self.qa_turns < 0:
+            raise ValueError(f"qa_turns must be >= 0 (0: all turns), got {self.qa_turns}")
         for name in ("mix_caption", "mix_qa", "mix_segments", "mix_playlist"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -379,10 +385,12 @@ def qa_document(tok, codes: AudioCodes, turns: list[dict], rng: np.random.Genera
                 max_tokens: int) -> Document:
     """`<bos> <task_qa> <soa> audio <eoa>` then the turns, in a random order, `q <sep> a <eos>` each;
     loss on the answers and their <eos>. Turns are kept while their text takes at most half the
-    row (at least one); the audio gets the rest."""
+    row (at least one), and at most `cfg.qa_turns` of them when that is set; the audio gets the rest."""
     head = _task(tok, TASK_QA)
     tok.layout.require_specials((TASK_QA, SEP), "question answering")
     order = rng.permutation(len(turns)) if len(turns) > 1 else [0]
+    if cfg.qa_turns:
+        order = order[: cfg.qa_turns]
     text, spans = [], []
     for j in order:
         q = question_ids(tok, turns[int(j)]["q"])
