@@ -54,8 +54,8 @@ from mmtok.training.loop import train
 # never refits the codec.
 STAGES = ("corpus", "codec", "tasks", "tokenizer", "shards", "train", "eval", "report")
 # The task data's size per train clip (mmtok.demo.tasks.build_task_data): with the preset's
-# mix_qa 0.5 (one question each), half the documents of an epoch are single-clip caption items.
-# Joined pieces keep a random 40-100% window of each clip, so sections differ in length.
+# mix_qa 0.25, about 60% of the documents of an epoch are single-clip caption items. Joined pieces
+# keep a random 40-100% window of each clip, so sections differ in length.
 TASK_DATA = {"segments_per_clip": 0.25, "playlists_per_clip": 0.25, "section_share": (0.4, 1.0)}
 TASK_EVAL_LIMIT = 100  # test items per task (retrieval: clips) the demo's task evaluation scores
 @dataclass
