@@ -80,14 +80,19 @@ def check_model_fits(model, tokenizer) -> None:
         )
 
 
+def _check_section_text(value: str) -> str:
+    if value not in SECTION_TEXTS:
+        raise ValueError(f"section_text must be one of {SECTION_TEXTS}, got {value!r}")
+    return value
+
+
 class Captioner:
     def __init__(self, model: torch.nn.Module, tokenizer, config: CaptionConfig | None = None):
         self.model = unwrap(model)
         self.tokenizer = tokenizer
         self.config = config or CaptionConfig()
         self.config.generation.validate()
-        if self.config.section_text not in SECTION_TEXTS:
-            raise ValueError(f"section_text must be one of {SECTION_TEXTS}, got {self.config.section_text!r}")
+        _check_section_text(self.config.section_text)
         if self.config.batch_size < 1 or self.config.generation.max_new_tokens < 1:
             raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {self.config.batch_size} "
                              f"and {self.config.generation.max_new_tokens}")
@@ -199,9 +204,7 @@ class Captioner:
                          section_text: str | None = None) -> list[tuple[str, list[dict]]]:
         """(stamped caption, its sections [{start_s, end_s, text}]) of already-encoded audio; each
         section's text as `section_text` (default: the config's) says."""
-        section_text = section_text or self.config.section_text
-        if section_text not in SECTION_TEXTS:
-            raise ValueError(f"section_text must be one of {SECTION_TEXTS}, got {section_text!r}")
+        section_text = _check_section_text(section_text or self.config.section_text)
         tok = self.tokenizer
         texts = self.generate_text([segments_prompt_ids(tok, tok.codes_to_ids(c)) for c in codes])
         sections = [parse_segments(t) for t in texts]
