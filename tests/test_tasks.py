@@ -194,7 +194,7 @@ def test_caption_items_draw_the_same_under_any_task_mix_and_qa_loss_is_on_answer
     turns = [{"q": "What instrument is playing?", "a": "Piano."}, {"q": "Major or minor?", "a": "Minor."}]
     doc = qa_document(tokenizer, codes, turns, np.random.default_rng(0), cfg, 300)
     ids = doc.ids.tolist()
-    assert ids[:3] == [lay.bos_id, lay.id_of(TASK_QA), lay.soa_id] and len(ids) <= 300
+    assert ids[:2] == [lay.bos_id, lay.id_of(TASK_QA)] and len(ids) <= 300
     runs, cur = [], []
     for i, on in zip(ids, doc.loss):
         if on:
@@ -204,12 +204,15 @@ def test_caption_items_draw_the_same_under_any_task_mix_and_qa_loss_is_on_answer
     runs += [cur] if cur else []
     assert all(r[-1] == lay.eos_id for r in runs)  # each answer and its <eos>, nothing else
     assert sorted(tokenizer.decode_text(r[:-1]).strip() for r in runs) == ["Minor.", "Piano."]
-    assert sum(i == lay.id_of(SEP) for i in ids) == 2
-    # The first turn's prompt is the inference prompt, token for token.
-    eoa = ids.index(lay.eoa_id)
-    first_q = tokenizer.decode_text(ids[eoa + 1 : ids.index(lay.id_of(SEP))])
-    prompt = qa_prompt_ids(tokenizer, ids[2 : eoa + 1], first_q)
+    assert ids.count(lay.id_of(SEP)) == 1  # the follow-up turn's
+    # The first turn is the inference prompt, token for token: the question before the audio, its
+    # answer right after <eoa>.
+    soa, eoa = ids.index(lay.soa_id), ids.index(lay.eoa_id)
+    first_q = tokenizer.decode_text(ids[2:soa])
+    prompt = qa_prompt_ids(tokenizer, ids[soa : eoa + 1], first_q)
     assert ids[: len(prompt)] == prompt
+    first_a = next(t["a"] for t in turns if t["q"] == first_q)
+    assert tokenizer.decode_text(ids[eoa + 1 : ids.index(lay.eos_id)]).strip() == first_a
 
 
 def test_qa_turns_trains_one_answer_per_document_on_the_inference_prompt(tokenizer, real_audio_files):
@@ -221,18 +224,17 @@ def test_qa_turns_trains_one_answer_per_document_on_the_inference_prompt(tokeniz
     answered = set()
     for seed in range(12):
         ids = qa_document(tokenizer, codes, turns, np.random.default_rng(seed), cfg, 300).ids.tolist()
-        assert ids.count(lay.id_of(SEP)) == 1 and ids.count(lay.eos_id) == 1 and ids[-1] == lay.eos_id
-        eoa = ids.index(lay.eoa_id)
-        sep = ids.index(lay.id_of(SEP))
-        question = tokenizer.decode_text(ids[eoa + 1 : sep])
-        answer = tokenizer.decode_text(ids[sep + 1 : -1]).strip()
+        assert lay.id_of(SEP) not in ids and ids.count(lay.eos_id) == 1 and ids[-1] == lay.eos_id
+        soa, eoa = ids.index(lay.soa_id), ids.index(lay.eoa_id)
+        question = tokenizer.decode_text(ids[2:soa])
+        answer = tokenizer.decode_text(ids[eoa + 1 : -1]).strip()
         turn = next(t for t in turns if t["q"] == question)
         assert answer == turn["a"]  # its own answer, no other turn's text beside it
-        assert ids[: sep + 1] == qa_prompt_ids(tokenizer, ids[2 : eoa + 1], question)
+        assert ids[: eoa + 1] == qa_prompt_ids(tokenizer, ids[soa : eoa + 1], question)
         answered.add(question)
     assert answered == {t["q"] for t in turns}  # the turn is drawn, not always the first
     two = qa_document(tokenizer, codes, turns, np.random.default_rng(0), TemplateConfig(qa_turns=2), 300)
-    assert two.ids.tolist().count(lay.id_of(SEP)) == 2
+    assert two.ids.tolist().count(lay.id_of(SEP)) == 1 and two.ids.tolist().count(lay.eos_id) == 2
     with pytest.raises(ValueError, match="qa_turns must be >= 0"):
         TemplateConfig(qa_turns=-1)
 

@@ -9,7 +9,7 @@ Four templates, AnyGPT-style, each opened by a task token so the model knows wha
 
 Items of the other tasks (`mmtok.data.tasks`) make their own documents:
 
-    qa        <bos> <task_qa> <soa> audio <eoa> q1 <sep> a1 <eos> q2 <sep> a2 <eos> ...  target: each answer <eos>
+    qa        <bos> <task_qa> q1 <soa> audio <eoa> a1 <eos> q2 <sep> a2 <eos> ...  target: each answer <eos>
     segments  <bos> <task_segments> <soa> audio <eoa> 0:00-0:05 text. 0:05-0:09 text. <eos>  target: the stamped text <eos>
     playlist  <bos> <task_playlist> <soa> clip1 <eoa> ... <soa> clipN <eoa> caption <eos>   target: caption <eos>
 
@@ -182,23 +182,22 @@ def _check_audio_ids(tok, audio_ids) -> list[int]:
     return audio_ids
 
 
-def qa_head_ids(tok, audio_ids) -> list[int]:
-    """`<bos> <task_qa> <soa> audio <eoa>`: the part every question about one clip shares."""
-    tok.layout.require_specials((TASK_QA, SEP), "question answering")
-    return _task(tok, TASK_QA) + _check_audio_ids(tok, audio_ids)
-
-
 def question_ids(tok, question: str) -> list[int]:
-    """`question <sep>`: after it the model writes the answer, then <eos>."""
+    """A question's text ids (spaces collapsed); never empty."""
     ids = tok.encode_text(" ".join(question.split()))
     if not ids:
         raise ValueError("a question needs some text")
-    return ids + [tok.layout.id_of(SEP)]
+    return ids
 
 
 def qa_prompt_ids(tok, audio_ids, question: str) -> list[int]:
-    """`<bos> <task_qa> <soa> audio <eoa> question <sep>`; the model then writes answer <eos>."""
-    return qa_head_ids(tok, audio_ids) + question_ids(tok, question)
+    """`<bos> <task_qa> question <soa> audio <eoa>`; the model then writes answer <eos>.
+
+    The caption prompt with the question where the caption's instruction goes: the answer is read
+    off the audio at the same place a caption is, so what captioning learns about the audio
+    serves the answers too."""
+    tok.layout.require_specials((TASK_QA, SEP), "question answering")
+    return _task(tok, TASK_QA) + question_ids(tok, question) + _check_audio_ids(tok, audio_ids)
 
 
 def segments_prompt_ids(tok, audio_ids) -> list[int]:
@@ -383,25 +382,31 @@ def _document(prompt: list[int], target: list[int], loss_spans, cfg: TemplateCon
 
 def qa_document(tok, codes: AudioCodes, turns: list[dict], rng: np.random.Generator, cfg: TemplateConfig,
                 max_tokens: int) -> Document:
-    """`<bos> <task_qa> <soa> audio <eoa>` then the turns, in a random order, `q <sep> a <eos>` each;
-    loss on the answers and their <eos>. Turns are kept while their text takes at most half the
-    row (at least one), and at most `cfg.qa_turns` of them when that is set; the audio gets the rest."""
-    head = _task(tok, TASK_QA)
+    """The turns in a random order: the first as its inference prompt, `<bos> <task_qa> q1 <soa>
+    audio <eoa> a1 <eos>`, the others as follow-ups `q <sep> a <eos>`; loss on the answers and
+    their <eos>. Turns are kept while their text takes at most half the row (at least one), and at
+    most `cfg.qa_turns` of them when that is set; the audio gets the rest."""
     tok.layout.require_specials((TASK_QA, SEP), "question answering")
     order = rng.permutation(len(turns)) if len(turns) > 1 else [0]
     if cfg.qa_turns:
         order = order[: cfg.qa_turns]
-    text, spans = [], []
+    first, text, spans = [], [], []
     for j in order:
         q = question_ids(tok, turns[int(j)]["q"])
         a = tok.encode_text(turns[int(j)]["a"]) + [tok.layout.eos_id]
-        if text and len(text) + len(q) + len(a) > max_tokens // 2:
+        if not first:
+            first = q
+            spans.append((0, len(a)))
+            text = a
+            continue
+        q = q + [tok.layout.id_of(SEP)]
+        if len(first) + len(text) + len(q) + len(a) > max_tokens // 2:
             break
         spans.append((len(text) + len(q), len(text) + len(q) + len(a)))
         text += q + a
+    head = _task(tok, TASK_QA) + first
     audio = fit_audio(tok, codes, max_tokens - len(head) - len(text), rng, cfg.min_audio_share)
-    prompt = head + audio
-    return _document(prompt, text, spans, cfg, "qa")
+    return _document(head + audio, text, spans, cfg, "qa")
 
 
 def segments_document(tok, codes: AudioCodes, segments: list[dict], rng: np.random.Generator, cfg: TemplateConfig,

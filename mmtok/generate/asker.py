@@ -4,9 +4,9 @@
     ask("clip.flac", ["What instrument plays?", "Is it major or minor?"])   # -> [str, str]
     ask.ask_batch([("a.wav", ["q1"]), ("b.wav", ["q1", "q2"])])
 
-Each question is its own prompt, `mmtok.data.templates.qa_prompt_ids`: `<bos> <task_qa> <soa>
-audio <eoa> question <sep>`, the training template's first turn, so answers do not depend on the
-other questions asked. The questions about a clip are decoded together in one batch. Answers are
+Each question is its own prompt, `mmtok.data.templates.qa_prompt_ids`: `<bos> <task_qa> question
+<soa> audio <eoa>`, the training template's first turn, so answers do not depend on the other
+questions asked. The questions about a clip are decoded together in one batch. Answers are
 text only (`TextConstraint`), greedy by default. The audio is the input's first seconds: as many
 whole frames as fit the context beside the longest question and a `max_new_tokens` answer.
 """
@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from mmtok.data.templates import frames_that_fit, qa_head_ids, qa_prompt_ids, question_ids
+from mmtok.data.templates import frames_that_fit, qa_prompt_ids, question_ids
 from mmtok.generate.captioner import CaptionConfig, Captioner
 from mmtok.tokenizer.codes import AudioCodes
+from mmtok.tokenizer.layout import SEP, TASK_QA
 
 
 class Asker(Captioner):
@@ -26,12 +27,12 @@ class Asker(Captioner):
 
     def __init__(self, model, tokenizer, config: CaptionConfig | None = None):
         super().__init__(model, tokenizer, config)
-        qa_head_ids(tokenizer, [tokenizer.layout.soa_id, tokenizer.layout.eoa_id])  # the layout has <task_qa>
+        tokenizer.layout.require_specials((TASK_QA, SEP), "question answering")
 
     def frames_for(self, questions: Sequence[str]) -> int:
         """Audio frames a prompt holds next to the longest of `questions` and the answer."""
         longest = max(len(question_ids(self.tokenizer, q)) for q in questions)
-        limit = frames_that_fit(self.tokenizer, self.context - self.max_new_tokens - 2 - longest)
+        limit = frames_that_fit(self.tokenizer, self.context - self.max_new_tokens - 2 - longest)  # <bos> <task_qa>
         if limit < 1:
             raise ValueError(f"no audio fits: the context is {self.context} tokens, the longest question "
                              f"{longest} and max_new_tokens={self.max_new_tokens}; shorten them")
