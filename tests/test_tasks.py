@@ -102,7 +102,9 @@ def task_run(task_shards, tokenizer_dir, tmp_path_factory) -> Path:
 
 # ---- data -----------------------------------------------------------------------------------------
 def test_task_builders_are_deterministic_exact_and_keep_splits(task_corpus, task_data, tmp_path):
+    from mmtok.demo.attributes import DEMO_QA_GRAMMAR
     from mmtok.demo.tasks import FACT_TYPES, build_task_data
+    from mmtok.eval.attributes import attribute_accuracy
 
     again = tmp_path / "again"
     build_task_data(task_corpus, again, seed=0, segments_per_clip=1.0, playlists_per_clip=1.0)
@@ -115,6 +117,12 @@ def test_task_builders_are_deterministic_exact_and_keep_splits(task_corpus, task
     for split in ("train", "test"):
         qa = read_manifest(task_data / f"{split}_qa.jsonl")
         assert {t["type"] for i in qa for t in i["qa"]} == {*FACT_TYPES, "describe"}
+        # Every reference answer of a known fact scores right on its own item, as eval-tasks scores it.
+        g = DEMO_QA_GRAMMAR
+        for qtype in FACT_TYPES:
+            turns = [(t["a"], g.prepare(i)) for i in qa for t in i["qa"] if t["type"] == qtype]
+            scores = attribute_accuracy([a for a, _ in turns], [r for _, r in turns], {qtype: g.groups[qtype]}, g.parse)
+            assert scores[qtype].accuracy == 1.0, qtype
         for item in read_manifest(task_data / f"{split}_segments.jsonl"):
             segs = item["segments"]
             assert all(clips[s["clip"]]["split"] == split for s in segs)  # never mixing splits

@@ -38,7 +38,7 @@ from mmtok.data.shard import shard_manifest
 from mmtok.demo.attributes import DEMO_GRAMMAR, DEMO_TASK_GRAMMARS
 from mmtok.demo.corpus import CAPTIONS_PER_CLIP, CORPUS_VERSION, OOD, build_demo_corpus, corpus_size, ood_conditions
 from mmtok.demo.report import write_demo_report
-from mmtok.demo.tasks import build_task_data
+from mmtok.demo.tasks import TASK_DATA_VERSION, build_task_data
 from mmtok.eval.evaluate import evaluate
 from mmtok.eval.report import write_report
 from mmtok.eval.tasks import evaluate_tasks, write_tasks_report
@@ -283,7 +283,8 @@ class DemoPipeline:
         params = {
             "corpus": {"size": c.size, "seed": c.seed, "version": CORPUS_VERSION} | self.corpus_knobs(),
             "codec": {"codec": c.codec, "preset": c.codec_preset, "minutes": c.codec_minutes, "seed": c.seed},
-            "tasks": {"tasks": c.tasks, "seed": c.seed, **TASK_DATA},
+            "tasks": {"tasks": c.tasks, "seed": c.seed, **TASK_DATA}
+                     | ({"version": TASK_DATA_VERSION} if c.tasks else {}),  # captions-only runs keep theirs
             "tokenizer": {"bandwidth": c.bandwidth, "n_codebooks": c.n_codebooks, "vocab_size": c.vocab_size,
                           "loudness": c.loudness}
                          | ({"semantic_clusters": c.semantic_clusters, "semantic_placement": c.semantic_placement}

@@ -38,15 +38,19 @@ from mmtok.data.templates import instruction_texts
 from mmtok.demo.captions import GM_INSTRUMENTS, TEMPO_WORDS
 
 SPLITS = ("train", "valid", "test")
+TASK_DATA_VERSION = 2  # bumped when the same corpus and seed would make different task data (stage fingerprints)
 
-# Question wordings per fact, and answers (short, sentence) as format strings of the facts.
+# Question wordings per fact, and answers (short, sentence) as format strings of the facts. A family
+# answer names the instrument first: the instrument is what the audio shows (and what captions
+# teach), the family then follows from it as text.
 QUESTIONS = {
     "instrument": (("What instrument is playing?", "Which instrument plays this piece?",
                     "Name the instrument you hear.", "What is the instrument in this recording?"),
                    ("{Inst}.", "The instrument is {a_inst}.", "It is played on {a_inst}.")),
     "family": (("Which family of instruments is this?", "What instrument family does the sound belong to?",
                 "Which group of instruments plays?"),
-               ("{Family}.", "It belongs to the {family} family.", "The instrument family is {family}.")),
+               ("{Inst}, of the {family} family.", "It is {a_inst}, which belongs to the {family} family.",
+                "The instrument is {a_inst}, from the {family} family.")),
     "tempo_class": (("How fast is the music?", "What is the tempo?", "Is this slow or fast?"),
                     ("{Tempo}.", "The tempo is {tempo}, about {bpm} BPM.", "It is {tempo}, around {bpm} BPM.")),
     "key": (("What key is it in?", "In which key is this piece?", "What is the key of the music?"),
