@@ -168,3 +168,15 @@ def test_tasks_are_opt_in_from_the_cli_and_never_refit_the_codec():
     off, on = DemoPipeline(off), DemoPipeline(on)
     assert off.stage_params("codec") == on.stage_params("codec")
     assert off.stage_params("tokenizer") != on.stage_params("tokenizer")
+
+
+def test_new_task_data_rebuilds_the_stages_after_it_only_in_task_runs(monkeypatch):
+    import mmtok.demo.pipeline as pipeline
+
+    off, on = DemoPipeline(DemoConfig(tasks=False)), DemoPipeline(DemoConfig(tasks=True))
+    before = {(p.cfg.tasks, s): p.stage_params(s) for p in (off, on) for s in STAGES}
+    monkeypatch.setattr(pipeline, "TASK_DATA_VERSION", pipeline.TASK_DATA_VERSION + 1)
+    for s in STAGES:
+        assert off.stage_params(s) == before[(False, s)]  # captions-only runs keep every stage
+        changed = on.stage_params(s) != before[(True, s)]
+        assert changed == (STAGES.index(s) >= STAGES.index("tasks")), s  # corpus and codec are kept
