@@ -89,8 +89,8 @@ class DemoConfig:
     #   train_minutes x this rate (None or 0: not used)
     tasks: bool = False  # also train question answering, time-stamped and playlist captions beside
     #   captions and text -> music (the mix: the preset's data.templates.mix_*), and report on them.
-    #   Off by default: in the same 30 minutes the mix lowers the captions' family accuracy
-    #   (0.46 vs 0.60, 2026-12-01, docs/results.md), and captions are what the demo is for
+    #   Off by default: in the same budget the mix lowers the captions' family accuracy
+    #   (0.52-0.56 vs 0.60-0.66, 2026-12-01, docs/results.md), and captions are what the demo is for
     #   (the semantic stream, below, is off for the same reason: it costs family on held-out music)
     semantic: bool = False  # add the semantic stream (k-means ids of chroma + onset features, one per
     #   frame, with the codes; mmtok/tokenizer/semantic.py), fitted on the train audio
