@@ -388,18 +388,13 @@ def qa_document(tok, codes: AudioCodes, turns: list[dict], rng: np.random.Genera
     most `cfg.qa_turns` of them when that is set; the audio gets the rest."""
     tok.layout.require_specials((TASK_QA, SEP), "question answering")
     order = rng.permutation(len(turns)) if len(turns) > 1 else [0]
-    if cfg.qa_turns:
-        order = order[: cfg.qa_turns]
-    first, text, spans = [], [], []
-    for j in order:
-        q = question_ids(tok, turns[int(j)]["q"])
-        a = tok.encode_text(turns[int(j)]["a"]) + [tok.layout.eos_id]
-        if not first:
-            first = q
-            spans.append((0, len(a)))
-            text = a
-            continue
-        q = q + [tok.layout.id_of(SEP)]
+    picked = [turns[int(j)] for j in (order[: cfg.qa_turns] if cfg.qa_turns else order)]
+    first = question_ids(tok, picked[0]["q"])
+    text = tok.encode_text(picked[0]["a"]) + [tok.layout.eos_id]
+    spans = [(0, len(text))]
+    for turn in picked[1:]:
+        q = question_ids(tok, turn["q"]) + [tok.layout.id_of(SEP)]
+        a = tok.encode_text(turn["a"]) + [tok.layout.eos_id]
         if len(first) + len(text) + len(q) + len(a) > max_tokens // 2:
             break
         spans.append((len(text) + len(q), len(text) + len(q) + len(a)))
