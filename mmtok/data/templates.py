@@ -56,6 +56,12 @@ from mmtok.tokenizer.layout import (
 TEMPLATES = ("caption", "generate", "text", "audio")
 TASK_TEMPLATES = ("qa", "segments", "playlist")  # each made only from items of its task
 TASK_TOKENS = {"qa": (TASK_QA, SEP), "segments": (TASK_SEGMENTS,), "playlist": (TASK_PLAYLIST,)}
+TASK_NAMES = {"qa": "question answering", "segments": "time-stamped captions", "playlist": "playlist captions"}
+
+
+def require_task_tokens(tok, task: str) -> None:
+    """Raise (naming the task and saying to rebuild the tokenizer) if `tok` lacks the task's specials."""
+    tok.layout.require_specials(TASK_TOKENS[task], TASK_NAMES[task])
 log = logging.getLogger(__name__)
 _WARNED: set[str] = set()
 
@@ -196,20 +202,20 @@ def qa_prompt_ids(tok, audio_ids, question: str) -> list[int]:
     The caption prompt with the question where the caption's instruction goes: the answer is read
     off the audio at the same place a caption is, so what captioning learns about the audio
     serves the answers too."""
-    tok.layout.require_specials((TASK_QA, SEP), "question answering")
+    require_task_tokens(tok, "qa")
     return _task(tok, TASK_QA) + question_ids(tok, question) + _check_audio_ids(tok, audio_ids)
 
 
 def segments_prompt_ids(tok, audio_ids) -> list[int]:
     """`<bos> <task_segments> <soa> audio <eoa>`; the model then writes `0:00-0:05 text. ...` <eos>."""
-    tok.layout.require_specials((TASK_SEGMENTS,), "time-stamped captions")
+    require_task_tokens(tok, "segments")
     return _task(tok, TASK_SEGMENTS) + _check_audio_ids(tok, audio_ids)
 
 
 def playlist_prompt_ids(tok, clips_ids) -> list[int]:
     """`<bos> <task_playlist> <soa> clip1 <eoa> ... <soa> clipN <eoa>`; the model then writes the
     set's caption <eos>."""
-    tok.layout.require_specials((TASK_PLAYLIST,), "playlist captions")
+    require_task_tokens(tok, "playlist")
     return _task(tok, TASK_PLAYLIST) + [i for ids in clips_ids for i in _check_audio_ids(tok, ids)]
 
 
@@ -386,7 +392,7 @@ def qa_document(tok, codes: AudioCodes, turns: list[dict], rng: np.random.Genera
     audio <eoa> a1 <eos>`, the others as follow-ups `q <sep> a <eos>`; loss on the answers and
     their <eos>. Turns are kept while their text takes at most half the row (at least one), and at
     most `cfg.qa_turns` of them when that is set; the audio gets the rest."""
-    tok.layout.require_specials((TASK_QA, SEP), "question answering")
+    require_task_tokens(tok, "qa")
     order = rng.permutation(len(turns)) if len(turns) > 1 else [0]
     picked = [turns[int(j)] for j in (order[: cfg.qa_turns] if cfg.qa_turns else order)]
     first = question_ids(tok, picked[0]["q"])
@@ -410,7 +416,7 @@ def segments_document(tok, codes: AudioCodes, segments: list[dict], rng: np.rand
     Audio longer than the row is cropped at a whole second (at 0 for codes with per-segment scales)
     and the sections re-timed to the crop, so the stamps stay true."""
     head = _task(tok, TASK_SEGMENTS)
-    tok.layout.require_specials((TASK_SEGMENTS,), "time-stamped captions")
+    require_task_tokens(tok, "segments")
     eos = [tok.layout.eos_id]
     reserve = len(tok.encode_text(format_segments(segments))) + len(eos)
     fit = max(1, frames_that_fit(tok, max_tokens - len(head) - reserve))
@@ -434,7 +440,7 @@ def playlist_document(tok, clips: list[AudioCodes], caption: str, rng: np.random
     """`<bos> <task_playlist> <soa> clip <eoa> ... caption <eos>`; loss on the caption. The row's
     audio budget is shared equally by the clips, each cropped (at random) to its share."""
     head = _task(tok, TASK_PLAYLIST)
-    tok.layout.require_specials((TASK_PLAYLIST,), "playlist captions")
+    require_task_tokens(tok, "playlist")
     target = tok.encode_text(caption) + [tok.layout.eos_id]
     share = (max_tokens - len(head) - len(target)) // len(clips)
     audio = [i for c in clips for i in fit_audio(tok, c, share, rng, cfg.min_audio_share)]

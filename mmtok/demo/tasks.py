@@ -77,8 +77,8 @@ def instrument_name(clip: dict) -> str:
 def _fields(clip: dict) -> dict:
     inst = instrument_name(clip)
     return dict(inst=inst, Inst=inst[:1].upper() + inst[1:], a_inst=_article(inst), family=clip["family"],
-                tempo=clip["tempo_class"],
-                Tempo=clip["tempo_class"][:1].upper() + clip["tempo_class"][1:], bpm=int(round(clip["tempo_bpm"])),
+                tempo=clip["tempo_class"], Tempo=clip["tempo_class"][:1].upper() + clip["tempo_class"][1:],
+                bpm=int(round(clip["tempo_bpm"])),
                 key=clip["key"], mode=clip["mode"], Mode=clip["mode"].capitalize(), meter=clip["meter"],
                 caption=clip["text"])
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from mmtok.data.templates import frames_that_fit, qa_prompt_ids, question_ids
+from mmtok.data.templates import frames_that_fit, qa_prompt_ids, question_ids, require_task_tokens
 from mmtok.generate.captioner import CaptionConfig, Captioner
 from mmtok.tokenizer.codes import AudioCodes
-from mmtok.tokenizer.layout import SEP, TASK_QA
 
 
 class Asker(Captioner):
@@ -27,7 +26,7 @@ class Asker(Captioner):
 
     def __init__(self, model, tokenizer, config: CaptionConfig | None = None):
         super().__init__(model, tokenizer, config)
-        tokenizer.layout.require_specials((TASK_QA, SEP), "question answering")
+        require_task_tokens(tokenizer, "qa")
 
     def frames_for(self, questions: Sequence[str]) -> int:
         """Audio frames a prompt holds next to the longest of `questions` and the answer."""
