@@ -212,15 +212,15 @@ def test_caption_items_draw_the_same_under_any_task_mix_and_qa_loss_is_on_answer
     runs += [cur] if cur else []
     assert all(r[-1] == lay.eos_id for r in runs)  # each answer and its <eos>, nothing else
     assert sorted(tokenizer.decode_text(r[:-1]).strip() for r in runs) == ["Minor.", "Piano."]
-    assert ids.count(lay.id_of(SEP)) == 1  # the follow-up turn's
-    # The first turn is the inference prompt, token for token: the question before the audio, its
-    # answer right after <eoa>.
+    assert ids.count(lay.id_of(SEP)) == 2  # each turn's question and its answer
+    # The first turn is the inference prompt, token for token: the question before the audio and
+    # again after <eoa>, then its answer.
     soa, eoa = ids.index(lay.soa_id), ids.index(lay.eoa_id)
     first_q = tokenizer.decode_text(ids[2:soa])
     prompt = qa_prompt_ids(tokenizer, ids[soa : eoa + 1], first_q)
-    assert ids[: len(prompt)] == prompt
+    assert ids[: len(prompt)] == prompt and prompt[-1] == lay.id_of(SEP)
     first_a = next(t["a"] for t in turns if t["q"] == first_q)
-    assert tokenizer.decode_text(ids[eoa + 1 : ids.index(lay.eos_id)]).strip() == first_a
+    assert tokenizer.decode_text(ids[len(prompt) : ids.index(lay.eos_id)]).strip() == first_a
 
 
 def test_qa_turns_trains_one_answer_per_document_on_the_inference_prompt(tokenizer, real_audio_files):
@@ -232,17 +232,18 @@ def test_qa_turns_trains_one_answer_per_document_on_the_inference_prompt(tokeniz
     answered = set()
     for seed in range(12):
         ids = qa_document(tokenizer, codes, turns, np.random.default_rng(seed), cfg, 300).ids.tolist()
-        assert lay.id_of(SEP) not in ids and ids.count(lay.eos_id) == 1 and ids[-1] == lay.eos_id
+        assert ids.count(lay.id_of(SEP)) == 1 and ids.count(lay.eos_id) == 1 and ids[-1] == lay.eos_id
         soa, eoa = ids.index(lay.soa_id), ids.index(lay.eoa_id)
         question = tokenizer.decode_text(ids[2:soa])
-        answer = tokenizer.decode_text(ids[eoa + 1 : -1]).strip()
+        prompt = qa_prompt_ids(tokenizer, ids[soa : eoa + 1], question)
+        assert ids[: len(prompt)] == prompt
+        answer = tokenizer.decode_text(ids[len(prompt) : -1]).strip()
         turn = next(t for t in turns if t["q"] == question)
         assert answer == turn["a"]  # its own answer, no other turn's text beside it
-        assert ids[: eoa + 1] == qa_prompt_ids(tokenizer, ids[soa : eoa + 1], question)
         answered.add(question)
     assert answered == {t["q"] for t in turns}  # the turn is drawn, not always the first
     two = qa_document(tokenizer, codes, turns, np.random.default_rng(0), TemplateConfig(qa_turns=2), 300)
-    assert two.ids.tolist().count(lay.id_of(SEP)) == 1 and two.ids.tolist().count(lay.eos_id) == 2
+    assert two.ids.tolist().count(lay.id_of(SEP)) == 2 and two.ids.tolist().count(lay.eos_id) == 2
     with pytest.raises(ValueError, match="qa_turns must be >= 0"):
         TemplateConfig(qa_turns=-1)
 

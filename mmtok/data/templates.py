@@ -197,13 +197,14 @@ def question_ids(tok, question: str) -> list[int]:
 
 
 def qa_prompt_ids(tok, audio_ids, question: str) -> list[int]:
-    """`<bos> <task_qa> question <soa> audio <eoa>`; the model then writes answer <eos>.
+    """`<bos> <task_qa> question <soa> audio <eoa> question <sep>`; the model then writes answer <eos>.
 
-    The caption prompt with the question where the caption's instruction goes: the answer is read
-    off the audio at the same place a caption is, so what captioning learns about the audio
-    serves the answers too."""
+    The caption prompt with the question where the caption's instruction goes, so the audio is read
+    with the question in view, at the place a caption reads it; and the question again right before
+    its answer, so the answer does not have to find it back across the audio (a few hundred ids)."""
     require_task_tokens(tok, "qa")
-    return _task(tok, TASK_QA) + question_ids(tok, question) + _check_audio_ids(tok, audio_ids)
+    q = question_ids(tok, question)
+    return _task(tok, TASK_QA) + q + _check_audio_ids(tok, audio_ids) + q + [tok.layout.id_of(SEP)]
 
 
 def segments_prompt_ids(tok, audio_ids) -> list[int]:
@@ -388,24 +389,23 @@ def _document(prompt: list[int], target: list[int], loss_spans, cfg: TemplateCon
 
 def qa_document(tok, codes: AudioCodes, turns: list[dict], rng: np.random.Generator, cfg: TemplateConfig,
                 max_tokens: int) -> Document:
-    """The turns in a random order: the first as its inference prompt, `<bos> <task_qa> q1 <soa>
-    audio <eoa> a1 <eos>`, the others as follow-ups `q <sep> a <eos>`; loss on the answers and
-    their <eos>. Turns are kept while their text takes at most half the row (at least one), and at
-    most `cfg.qa_turns` of them when that is set; the audio gets the rest."""
+    """The turns in a random order: the first as its inference prompt (`qa_prompt_ids`), `<bos>
+    <task_qa> q1 <soa> audio <eoa> q1 <sep> a1 <eos>`, the others as follow-ups `q <sep> a <eos>`;
+    loss on the answers and their <eos>. Turns are kept while their text takes at most half the
+    row (at least one), and at most `cfg.qa_turns` of them when that is set; the audio gets the
+    rest."""
     require_task_tokens(tok, "qa")
     order = rng.permutation(len(turns)) if len(turns) > 1 else [0]
     picked = [turns[int(j)] for j in (order[: cfg.qa_turns] if cfg.qa_turns else order)]
-    first = question_ids(tok, picked[0]["q"])
-    text = tok.encode_text(picked[0]["a"]) + [tok.layout.eos_id]
-    spans = [(0, len(text))]
-    for turn in picked[1:]:
+    head = _task(tok, TASK_QA) + question_ids(tok, picked[0]["q"])
+    text, spans = [], []
+    for n, turn in enumerate(picked):
         q = question_ids(tok, turn["q"]) + [tok.layout.id_of(SEP)]
         a = tok.encode_text(turn["a"]) + [tok.layout.eos_id]
-        if len(first) + len(text) + len(q) + len(a) > max_tokens // 2:
+        if n and len(head) + len(text) + len(q) + len(a) > max_tokens // 2:
             break
         spans.append((len(text) + len(q), len(text) + len(q) + len(a)))
         text += q + a
-    head = _task(tok, TASK_QA) + first
     audio = fit_audio(tok, codes, max_tokens - len(head) - len(text), rng, cfg.min_audio_share)
     return _document(head + audio, text, spans, cfg, "qa")
 

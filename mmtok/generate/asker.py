@@ -5,9 +5,9 @@
     ask.ask_batch([("a.wav", ["q1"]), ("b.wav", ["q1", "q2"])])
 
 Each question is its own prompt, `mmtok.data.templates.qa_prompt_ids`: `<bos> <task_qa> question
-<soa> audio <eoa>`, the training template's first turn, so answers do not depend on the other
-questions asked. The questions about a clip are decoded together in one batch. Answers are
-text only (`TextConstraint`), greedy by default. The audio is the input's first seconds: as many
+<soa> audio <eoa> question <sep>`, the training template's first turn, so answers do not depend
+on the other questions asked. The questions about a clip are decoded together in one batch.
+Answers are text only (`TextConstraint`), greedy by default. The audio is the input's first seconds: as many
 whole frames as fit the context beside the longest question and a `max_new_tokens` answer.
 """
 
@@ -31,7 +31,8 @@ class Asker(Captioner):
     def frames_for(self, questions: Sequence[str]) -> int:
         """Audio frames a prompt holds next to the longest of `questions` and the answer."""
         longest = max(len(question_ids(self.tokenizer, q)) for q in questions)
-        limit = frames_that_fit(self.tokenizer, self.context - self.max_new_tokens - 2 - longest)  # <bos> <task_qa>
+        # <bos> <task_qa> question, the audio, question <sep>
+        limit = frames_that_fit(self.tokenizer, self.context - self.max_new_tokens - 3 - 2 * longest)
         if limit < 1:
             raise ValueError(f"no audio fits: the context is {self.context} tokens, the longest question "
                              f"{longest} and max_new_tokens={self.max_new_tokens}; shorten them")
