@@ -105,6 +105,7 @@ def test_task_builders_are_deterministic_exact_and_keep_splits(task_corpus, task
     from mmtok.demo.attributes import DEMO_QA_GRAMMAR
     from mmtok.demo.tasks import FACT_TYPES, build_task_data
     from mmtok.eval.attributes import attribute_accuracy
+    from mmtok.eval.qa import on_topic
 
     again = tmp_path / "again"
     build_task_data(task_corpus, again, seed=0, segments_per_clip=1.0, playlists_per_clip=1.0)
@@ -123,6 +124,7 @@ def test_task_builders_are_deterministic_exact_and_keep_splits(task_corpus, task
             turns = [(t["a"], g.prepare(i)) for i in qa for t in i["qa"] if t["type"] == qtype]
             scores = attribute_accuracy([a for a, _ in turns], [r for _, r in turns], {qtype: g.groups[qtype]}, g.parse)
             assert scores[qtype].accuracy == 1.0, qtype
+            assert on_topic([a for a, _ in turns], g.groups[qtype], g.parse) == 1.0, qtype
         for item in read_manifest(task_data / f"{split}_segments.jsonl"):
             segs = item["segments"]
             assert all(clips[s["clip"]]["split"] == split for s in segs)  # never mixing splits
@@ -322,6 +324,18 @@ def test_retrieval_metrics_on_a_hand_worked_ranking():
     assert random_baseline(4, [{1, 3}])["mAP@10"] == pytest.approx(np.mean(sims), abs=0.02)
 
 
+def test_on_topic_counts_answers_to_the_question_asked_right_or_wrong():
+    from mmtok.demo.attributes import DEMO_QA_GRAMMAR as g
+    from mmtok.eval.qa import on_topic
+
+    # Mode asked: a meter and a tempo answer another question; a wrong mode and a key still answer it.
+    mode = ["It is in 3/4.", "Minor.", "It is in D major.", "A fast piece."]
+    assert on_topic(mode, g.groups["mode"], g.parse) == pytest.approx(2 / 4)
+    family = ["It is a trumpet, which belongs to the brass family.", "The reed family.", "It is in 4/4."]
+    assert on_topic(family, g.groups["family"], g.parse) == pytest.approx(2 / 3)
+    assert on_topic([], g.groups["meter"], g.parse) == 0.0
+
+
 def test_boundary_error_on_hand_built_sections():
     true = [[{"start_s": 0, "end_s": 5, "text": "a"}, {"start_s": 5, "end_s": 9, "text": "b"},
              {"start_s": 9, "end_s": 12, "text": "c"}],
@@ -485,6 +499,7 @@ def test_retrieve_and_eval_tasks_report_every_task(task_run, task_corpus, task_d
     qa = rep["qa"]
     assert qa["n_questions"] == sum(len(i["qa"]) for i in read_manifest(task_data / "test_qa.jsonl"))
     assert set(qa["attributes_by_type"]) == {"instrument", "family", "tempo_class", "key", "mode", "meter"}
+    assert set(qa["on_topic_by_type"]) == set(qa["attributes_by_type"])
     assert "BLEU-4" in qa["answer_metrics"] and qa["n_free_form"] > 0
     assert 0 <= rep["segments"]["sections_right"] <= 1 and "section_caption_metrics" in rep["segments"]
     assert "section_caption_metrics" in rep["segments"]["recaptioned"]

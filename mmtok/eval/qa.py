@@ -10,6 +10,8 @@ clip (`mmtok.generate.asker.Asker`) and scored:
   of the answer grammar (e.g. `instrument`, `family`, `tempo_class`, `key`, `mode`, `meter`), the
   grammar parses the answer and the value is compared with the item's fields, beside the
   majority baseline (`mmtok.eval.attributes`). Whole-sentence and short answers both parse;
+- **on topic per type**: the share of answers that name some value of the asked type at all,
+  right or wrong; a low share means the model answers another question than the one asked;
 - **BLEU / METEOR / ROUGE-L / CIDEr** of the answers against the reference answers: over the
   free-form answers (turns without a known type), and over all answers.
 """
@@ -31,6 +33,11 @@ def normalize_answer(text: str) -> str:
 
 def exact_match(prediction: str, reference: str) -> bool:
     return normalize_answer(prediction) == normalize_answer(reference)
+
+
+def on_topic(answers, fields, parse) -> float:
+    """Share of `answers` that name a value of any of `fields` (as `parse` reads them)."""
+    return sum(any(parse(a).get(f) is not None for f in fields) for a in answers) / max(1, len(answers))
 
 
 def evaluate_qa(asker, manifest, grammar: CaptionGrammar | None = None, limit: int | None = None,
@@ -63,6 +70,8 @@ def evaluate_qa(asker, manifest, grammar: CaptionGrammar | None = None, limit: i
             t: score.to_dict() for t, rs in sorted(known.items())
             for score in attribute_accuracy([r["answer"] for r in rs], [grammar.prepare(r["item"]) for r in rs],
                                             {t: grammar.groups[t]}, grammar.parse).values()}
+        report["on_topic_by_type"] = {t: on_topic([r["answer"] for r in rs], grammar.groups[t], grammar.parse)
+                                      for t, rs in sorted(known.items())}
     free = [r for r in rows if grammar is None or (r["type"] or "free") not in grammar.groups]
     report["answer_metrics"] = caption_metrics([r["answer"] for r in rows], [r["reference"] for r in rows],
                                                meteor=meteor).corpus

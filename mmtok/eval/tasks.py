@@ -85,11 +85,13 @@ def markdown_tasks(report: dict) -> str:
         q = report["qa"]
         lines += ["## Question answering", "", f"{q['n_questions']} questions about {q['n_items']} clips; "
                   f"exact match {q['exact_match']:.3f}.", "", "| question type | n | exact match | attribute accuracy "
-                  "| majority |", "|---|---:|---:|---:|---:|"]
+                  "| majority | on topic |", "|---|---:|---:|---:|---:|---:|"]
         for t, n in q["questions_by_type"].items():
             a = q.get("attributes_by_type", {}).get(t)
             acc = f"{a['accuracy']:.3f} | {a['majority_baseline']:.3f}" if a else " | "
-            lines.append(f"| {t} | {n} | {q['exact_match_by_type'][t]:.3f} | {acc} |")
+            topic = q.get("on_topic_by_type", {}).get(t)
+            lines.append(f"| {t} | {n} | {q['exact_match_by_type'][t]:.3f} | {acc} | "
+                         f"{'' if topic is None else f'{topic:.3f}'} |")
         lines += ["", "Answers: " + ", ".join(f"{k} {v:.3f}" for k, v in q["answer_metrics"].items()), ""]
     if "segments" in report:
         s = report["segments"]
