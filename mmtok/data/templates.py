@@ -9,7 +9,7 @@ Four templates, AnyGPT-style, each opened by a task token so the model knows wha
 
 Items of the other tasks (`mmtok.data.tasks`) make their own documents:
 
-    qa        <bos> <task_qa> q1 <soa> audio <eoa> a1 <eos> q2 <sep> a2 <eos> ...  target: each answer <eos>
+    qa        <bos> <task_qa> q1 <soa> audio <eoa> q1 <sep> a1 <eos> q2 <sep> a2 <eos> ...  target: each answer <eos>
     segments  <bos> <task_segments> <soa> audio <eoa> 0:00-0:05 text. 0:05-0:09 text. <eos>  target: the stamped text <eos>
     playlist  <bos> <task_playlist> <soa> clip1 <eoa> ... <soa> clipN <eoa> caption <eos>   target: caption <eos>
 
