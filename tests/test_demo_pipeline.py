@@ -73,6 +73,7 @@ def test_smoke_pipeline_runs_every_stage_and_writes_a_complete_report(tmp_path, 
     assert set(tasks) == {"qa", "segments", "playlist", "retrieval", "music"}
     assert tasks["qa"]["n_questions"] == 7 * len(test_items)  # one per fact and a description, every test clip
     assert 0.0 <= tasks["qa"]["attributes_by_type"]["family"]["accuracy"] <= 1.0
+    assert set(tasks["qa"]["on_topic_by_type"]) == set(tasks["qa"]["attributes_by_type"])
     assert tasks["segments"]["items"] > 0 and tasks["segments"]["baseline"]["sections"] >= 2
     assert set(tasks["segments"]["recaptioned"]) == {"section_caption_metrics", "section_attributes"}
     t2a = tasks["retrieval"]["directions"]["text2audio"]

@@ -149,7 +149,8 @@ def read_conditions(eval_dir: Path) -> dict[str, dict]:
 
 def task_headlines(tasks: dict) -> dict:
     """The measures of the task report (eval/tasks.json) without its per-item lists."""
-    keep = {"qa": ("n_items", "n_questions", "exact_match", "exact_match_by_type", "attributes_by_type", "answer_metrics"),
+    keep = {"qa": ("n_items", "n_questions", "exact_match", "exact_match_by_type", "attributes_by_type",
+                   "on_topic_by_type", "answer_metrics"),
             "segments": ("items", "sections_right", "boundary_mae_s", "boundary_mae_s_count_right", "unparsed",
                          "baseline", "section_attributes", "section_caption_metrics", "recaptioned"),
             "playlist": ("n_playlists", "caption_metrics", "set_attributes"),
