@@ -6,6 +6,7 @@ time-stamped captions, playlist captions, retrieval, and text -> music in one re
       -> `mmtok ask`, `mmtok caption --timestamps / --playlist`, `mmtok retrieve`, `mmtok eval-tasks`
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +18,15 @@ import torch
 from mmtok.cli import main
 from mmtok.data.manifest import ManifestError, read_manifest
 from mmtok.data.tasks import format_segments, parse_segments
-from mmtok.data.templates import TemplateConfig, make_document, qa_document, qa_prompt_ids, task_document
+from mmtok.data.templates import (
+    TemplateConfig,
+    audio_token_cost,
+    crop_codes,
+    make_document,
+    qa_document,
+    qa_prompt_ids,
+    task_document,
+)
 from mmtok.eval.retrieval import random_baseline, retrieval_metrics
 from mmtok.eval.segments import segment_metrics, trivial_baseline
 from mmtok.tokenizer.layout import (
@@ -395,6 +404,14 @@ def test_ask_answers_every_question_through_cli_and_api(task_run, task_data, cap
     assert [r["question"] for r in rows] == questions and all(isinstance(r["answer"], str) for r in rows)
     asker = Asker.from_checkpoint(task_run, CaptionConfig(generation=GenerationConfig(max_new_tokens=12, greedy=True)))
     assert asker(item["audio"], questions) == [r["answer"] for r in rows]
+    # The longest question's prompt with the most audio that fits leaves just room for the answer.
+    tok, frames = asker.tokenizer, asker.frames_for(questions)
+    longest = max(questions, key=lambda q: len(tok.encode_text(q)))
+    clip = tok.encode_audio(item["audio"])
+    reps = frames // clip.n_frames + 1  # the clip looped past the limit, then cut to it
+    codes = dataclasses.replace(clip, codes=np.tile(clip.codes, (1, reps)), n_samples=clip.n_samples * reps)
+    prompt = qa_prompt_ids(tok, tok.codes_to_ids(crop_codes(codes, 0, frames, tok.config.hop)), longest)
+    assert asker.context - audio_token_cost(tok)[1] < len(prompt) + asker.max_new_tokens <= asker.context
     with pytest.raises(ValueError, match="a question needs its audio"):
         asker(None, questions)
     with pytest.raises(ValueError, match="at least one non-empty question"):

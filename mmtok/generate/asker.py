@@ -7,8 +7,9 @@
 Each question is its own prompt, `mmtok.data.templates.qa_prompt_ids`: `<bos> <task_qa> question
 <soa> audio <eoa> question <sep>`, the training template's first turn, so answers do not depend
 on the other questions asked. The questions about a clip are decoded together in one batch.
-Answers are text only (`TextConstraint`), greedy by default. The audio is the input's first seconds: as many
-whole frames as fit the context beside the longest question and a `max_new_tokens` answer.
+Answers are text only (`TextConstraint`), greedy by default. The audio is the input's first
+seconds: as many whole frames as fit the context beside the longest question's prompt and a
+`max_new_tokens` answer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from mmtok.data.templates import frames_that_fit, qa_prompt_ids, question_ids, require_task_tokens
+from mmtok.data.templates import frames_that_fit, qa_prompt_ids, require_task_tokens
 from mmtok.generate.captioner import CaptionConfig, Captioner
 from mmtok.tokenizer.codes import AudioCodes
 
@@ -30,12 +31,14 @@ class Asker(Captioner):
 
     def frames_for(self, questions: Sequence[str]) -> int:
         """Audio frames a prompt holds next to the longest of `questions` and the answer."""
-        longest = max(len(question_ids(self.tokenizer, q)) for q in questions)
-        # <bos> <task_qa> question, the audio, question <sep>
-        limit = frames_that_fit(self.tokenizer, self.context - self.max_new_tokens - 3 - 2 * longest)
+        lay = self.tokenizer.layout
+        # The prompt's ids besides the audio's, from the template itself (as Captioner does).
+        overhead = max(len(qa_prompt_ids(self.tokenizer, [lay.soa_id, lay.eoa_id], q)) - 2 for q in questions)
+        limit = frames_that_fit(self.tokenizer, self.context - self.max_new_tokens - overhead)
         if limit < 1:
-            raise ValueError(f"no audio fits: the context is {self.context} tokens, the longest question "
-                             f"{longest} and max_new_tokens={self.max_new_tokens}; shorten them")
+            raise ValueError(f"no audio fits: the context is {self.context} tokens, the longest question's "
+                             f"prompt {overhead} besides the audio and max_new_tokens={self.max_new_tokens}; "
+                             f"shorten them")
         if self.config.seconds is None:
             return limit
         frames = math.ceil(self.config.seconds * self.tokenizer.frame_rate)
