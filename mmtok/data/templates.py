@@ -188,6 +188,11 @@ def _check_audio_ids(tok, audio_ids) -> list[int]:
     return audio_ids
 
 
+def ids_besides_audio(tok, prompt_ids, *args) -> int:
+    """How many ids the prompt builder `prompt_ids(tok, audio_ids, *args)` adds around the audio."""
+    return len(prompt_ids(tok, [tok.layout.soa_id, tok.layout.eoa_id], *args)) - 2
+
+
 def question_ids(tok, question: str) -> list[int]:
     """A question's text ids (spaces collapsed); never empty."""
     ids = tok.encode_text(" ".join(question.split()))
@@ -390,24 +395,24 @@ def _document(prompt: list[int], target: list[int], loss_spans, cfg: TemplateCon
 def qa_document(tok, codes: AudioCodes, turns: list[dict], rng: np.random.Generator, cfg: TemplateConfig,
                 max_tokens: int) -> Document:
     """The turns in a random order: the first as its inference prompt (`qa_prompt_ids`), `<bos>
-    <task_qa> q1 <soa> audio <eoa> q1 <sep> a1 <eos>`, the others as follow-ups `q <sep> a <eos>`;
-    loss on the answers and their <eos>. Turns are kept while their text takes at most half the
-    row (at least one), and at most `cfg.qa_turns` of them when that is set; the audio gets the
-    rest."""
-    require_task_tokens(tok, "qa")
+    <task_qa> q1 <soa> audio <eoa> q1 <sep>`, then a1 <eos>, the others as follow-ups `q <sep> a
+    <eos>`; loss on the answers and their <eos>. Turns are kept while their text takes at most
+    half the row (at least one), and at most `cfg.qa_turns` of them when that is set; the audio
+    gets the rest."""
     order = rng.permutation(len(turns)) if len(turns) > 1 else [0]
     picked = [turns[int(j)] for j in (order[: cfg.qa_turns] if cfg.qa_turns else order)]
-    head = _task(tok, TASK_QA) + question_ids(tok, picked[0]["q"])
-    text, spans = [], []
-    for n, turn in enumerate(picked):
+    around = ids_besides_audio(tok, qa_prompt_ids, picked[0]["q"])
+    text = tok.encode_text(picked[0]["a"]) + [tok.layout.eos_id]
+    spans = [(0, len(text))]
+    for turn in picked[1:]:
         q = question_ids(tok, turn["q"]) + [tok.layout.id_of(SEP)]
         a = tok.encode_text(turn["a"]) + [tok.layout.eos_id]
-        if n and len(head) + len(text) + len(q) + len(a) > max_tokens // 2:
+        if around + len(text) + len(q) + len(a) > max_tokens // 2:
             break
         spans.append((len(text) + len(q), len(text) + len(q) + len(a)))
         text += q + a
-    audio = fit_audio(tok, codes, max_tokens - len(head) - len(text), rng, cfg.min_audio_share)
-    return _document(head + audio, text, spans, cfg, "qa")
+    audio = fit_audio(tok, codes, max_tokens - around - len(text), rng, cfg.min_audio_share)
+    return _document(qa_prompt_ids(tok, audio, picked[0]["q"]), text, spans, cfg, "qa")
 
 
 def segments_document(tok, codes: AudioCodes, segments: list[dict], rng: np.random.Generator, cfg: TemplateConfig,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from mmtok.data.templates import frames_that_fit, qa_prompt_ids, require_task_tokens
+from mmtok.data.templates import frames_that_fit, ids_besides_audio, qa_prompt_ids, require_task_tokens
 from mmtok.generate.captioner import CaptionConfig, Captioner
 from mmtok.tokenizer.codes import AudioCodes
 
@@ -31,9 +31,7 @@ class Asker(Captioner):
 
     def frames_for(self, questions: Sequence[str]) -> int:
         """Audio frames a prompt holds next to the longest of `questions` and the answer."""
-        lay = self.tokenizer.layout
-        # The prompt's ids besides the audio's, from the template itself (as Captioner does).
-        overhead = max(len(qa_prompt_ids(self.tokenizer, [lay.soa_id, lay.eoa_id], q)) - 2 for q in questions)
+        overhead = max(ids_besides_audio(self.tokenizer, qa_prompt_ids, q) for q in questions)
         limit = frames_that_fit(self.tokenizer, self.context - self.max_new_tokens - overhead)
         if limit < 1:
             raise ValueError(f"no audio fits: the context is {self.context} tokens, the longest question's "

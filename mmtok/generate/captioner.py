@@ -31,6 +31,7 @@ from mmtok.data.templates import (
     caption_prompt_ids,
     crop_codes,
     frames_that_fit,
+    ids_besides_audio,
     playlist_prompt_ids,
     section_codes,
     segments_prompt_ids,
@@ -121,13 +122,10 @@ class Captioner:
     def max_new_tokens(self) -> int:
         return self.config.generation.max_new_tokens
 
-    def _prompt_overhead(self) -> int:
-        return len(caption_prompt_ids(self.tokenizer, [self.tokenizer.layout.soa_id, self.tokenizer.layout.eoa_id],
-                                      self.config.instruction)) - 2  # the task head and instruction
-
     def max_frames(self) -> int:
         """Most audio frames a prompt can hold with room left for a `max_new_tokens` caption."""
-        return frames_that_fit(self.tokenizer, self.context - self.max_new_tokens - self._prompt_overhead())
+        around = ids_besides_audio(self.tokenizer, caption_prompt_ids, self.config.instruction)
+        return frames_that_fit(self.tokenizer, self.context - self.max_new_tokens - around)
 
     def max_seconds(self) -> float:
         return self.max_frames() / self.tokenizer.frame_rate
