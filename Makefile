@@ -7,7 +7,8 @@ setup:
 setup-test:
 	bash scripts/setup.sh --test
 
-# The main job on the embedded default: demo corpus -> codec -> tokenizer -> shards -> train -> captions + report.
+# The main job on the embedded default: demo corpus -> codec -> task data -> tokenizer -> shards -> train
+# (captions mixed with the other tasks) -> captions, answers, stamps, playlists, retrieval + report.
 demo: setup
 	.venv/bin/mmtok demo --out runs/demo $(ARGS)
 

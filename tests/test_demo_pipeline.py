@@ -159,13 +159,13 @@ def test_captions_per_clip_reach_the_corpus_stage_from_the_cli():
     assert DemoPipeline(demo_config(default)).stage_params("corpus")["own"]["captions_per_clip"] == 4
 
 
-def test_tasks_are_opt_in_from_the_cli_and_never_refit_the_codec():
+def test_tasks_are_on_by_default_from_the_cli_and_never_refit_the_codec():
     from mmtok.cli import build_parser
     from mmtok.cli.demo import demo_config
 
-    off, on = (demo_config(build_parser().parse_args(["demo", *flag])) for flag in ([], ["--tasks"]))
-    assert (off.tasks, on.tasks) == (False, True)
-    assert demo_config(build_parser().parse_args(["demo", "--tasks", "--no-tasks"])).tasks is False
+    on, off = (demo_config(build_parser().parse_args(["demo", *flag])) for flag in ([], ["--no-tasks"]))
+    assert (on.tasks, off.tasks) == (True, False)
+    assert demo_config(build_parser().parse_args(["demo", "--no-tasks", "--tasks"])).tasks is True
     off, on = DemoPipeline(off), DemoPipeline(on)
     assert off.stage_params("codec") == on.stage_params("codec")
     assert off.stage_params("tokenizer") != on.stage_params("tokenizer")

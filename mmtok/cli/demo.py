@@ -41,7 +41,7 @@ def register(sub) -> None:
                    help="or size the schedule to the cap: train steps = train minutes x this rate")
     p.add_argument("--tasks", action=argparse.BooleanOptionalAction, default=d.tasks,
                    help="also build, train and report question answering, time-stamped and playlist captions "
-                        "(default: off, captions and text -> music only)")
+                        "(default: on; --no-tasks: captions and text -> music only)")
     p.add_argument("--semantic", action=argparse.BooleanOptionalAction, default=d.semantic,
                    help="add the semantic stream (k-means ids of chroma + onset features with the codes, "
                         "fitted on the train audio; default: off)")
