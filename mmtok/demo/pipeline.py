@@ -8,8 +8,8 @@ bigger corpus and config is what runs on a cluster.
 
     OUT/corpus/      demo corpus: audio/, {train,valid,test}.jsonl, captions.txt
     OUT/codec/       fitted codec (only when pretrained EnCodec weights are not available)
-    OUT/tasks/       the other tasks' data from the corpus's facts (none with --no-tasks): {split}_{qa,segments,playlist}.jsonl,
-                     audio/ (joined multi-section pieces), captions.txt, train_mixed.jsonl
+    OUT/tasks/       the other tasks' data from the corpus's facts: {split}_{qa,segments,playlist}.jsonl,
+                     audio/ (joined multi-section pieces), captions.txt, train_mixed.jsonl (none with --no-tasks)
     OUT/tokenizer/   the tokenizer the model is trained with
     OUT/shards/      WebDataset shards: train-*.tar, valid-*.tar, test-*.tar, shards.jsonl
     OUT/train/       checkpoints/ (the final one is what `mmtok caption/eval --checkpoint` take),
